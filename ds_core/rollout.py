@@ -1,0 +1,205 @@
+"""Batched rollout: sample self-correction episodes for many problems at once with a KV cache.
+
+    episodes = rollout(ckpt.model, ckpt.tokenizer, ckpt.format, problems, SamplingConfig(), seed=0)
+
+Every episode draws its random numbers from its own stream, seeded by (seed, index), so the same
+seed gives the same episodes whatever the batch size or the other problems in the batch (up to
+float rounding of padded batches, which does not change a sampled token in practice). A row stops
+at [STOP], at end-of-sequence, at the retry cap (RESAMPLE after `max_attempts` attempts) or at its
+token budget (flagged `truncated`). Finished rows leave the batch so the cache shrinks as it goes.
+"""
+from __future__ import annotations
+
+import inspect
+import random
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .episode import Episode
+from .formats import DSFormat
+from .kvcache import GrowingCache
+from .model import context_length
+from .tasks import Problem
+from .tokenizer import decision_token_ids
+
+
+class RolloutError(ValueError):
+    """A rollout request that cannot be run (bad settings, prompt longer than the context)."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_attempts: int = 4
+    max_new_tokens: int | None = None   # None: a per-problem budget from the format (see budget())
+    batch_size: int = 256
+
+    def __post_init__(self):
+        if not (self.temperature >= 0 and self.temperature <= 100):
+            raise RolloutError(f"temperature must be in [0, 100], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise RolloutError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 1 <= self.max_attempts <= 32:
+            raise RolloutError(f"max_attempts must be in 1..32, got {self.max_attempts}")
+        if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= 1_000_000:
+            raise RolloutError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if not 1 <= self.batch_size <= 100_000:
+            raise RolloutError(f"batch_size must be positive, got {self.batch_size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> dict:
+        """The settings that change what is sampled (batch size does not)."""
+        d = self.to_dict()
+        d.pop("batch_size")
+        return d
+
+
+def budget(fmt, problem: Problem | None, cfg: SamplingConfig) -> int:
+    """Token budget of one episode: explicit max_new_tokens, else 1.5x a correct attempt per try."""
+    if cfg.max_new_tokens is not None:
+        return cfg.max_new_tokens
+    if isinstance(fmt, DSFormat) and problem is not None:
+        return int(cfg.max_attempts * (1.5 * len(fmt.attempt_text(problem)) + 2)) + 8
+    return 256 * cfg.max_attempts
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A request: a problem and the token ids to continue (the prompt, or a longer prefix)."""
+    problem: Problem | None
+    ids: tuple[int, ...]
+    prompt_len: int
+
+
+def prompt_prefix(fmt, tokenizer, problem: Problem) -> Prefix:
+    text = fmt.prompt_text(problem)
+    ids = tokenizer(text, add_special_tokens=not isinstance(fmt, DSFormat))["input_ids"]
+    return Prefix(problem, tuple(ids), len(ids))
+
+
+def _sample(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Inverse-CDF sampling with one uniform per row (temperature, nucleus)."""
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1:
+        sp, si = probs.sort(dim=-1, descending=True)
+        drop = (sp.cumsum(-1) - sp) >= cfg.top_p
+        sp = sp.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, si, sp)
+    cdf = probs.cumsum(-1)
+    u = u.unsqueeze(-1) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u).squeeze(-1)
+    return idx.clamp_(max=logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def rollout(model, tokenizer, fmt, requests: Sequence[Problem | Prefix], cfg: SamplingConfig | None = None,
+            seed: int = 0, progress: Callable[[int], None] | None = None) -> list[Episode]:
+    """Sample one episode per request. `progress(k)` is called as k more episodes finish."""
+    cfg = cfg or SamplingConfig()
+    prefixes = [r if isinstance(r, Prefix) else prompt_prefix(fmt, tokenizer, r) for r in requests]
+    ctx = context_length(model)
+    for p in prefixes:
+        if len(p.ids) >= ctx:
+            raise RolloutError(f"a prompt of {len(p.ids)} tokens does not fit the model's context of {ctx}")
+        if not p.ids:
+            raise RolloutError("an empty prompt cannot be continued")
+    budgets = [min(budget(fmt, p.problem, cfg), ctx - len(p.ids)) for p in prefixes]
+    out: list[Episode | None] = [None] * len(prefixes)
+    # batch rows of similar length together: fewer wasted steps and less padding
+    order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i].ids) + budgets[i], i))
+    for b0 in range(0, len(order), cfg.batch_size):
+        rows = order[b0:b0 + cfg.batch_size]
+        for i, ep in zip(rows, _rollout_batch(model, tokenizer, fmt, [prefixes[i] for i in rows],
+                                              [budgets[i] for i in rows], rows, cfg, seed, progress)):
+            out[i] = ep
+    return out  # type: ignore[return-value]
+
+
+def _cache_arg(model) -> str:
+    """transformers 5.x names the KV cache `cache`; older model classes call it `past_key_values`."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(outp):
+    c = getattr(outp, "cache", None)
+    return c if c is not None else outp.past_key_values
+
+
+def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, indices, cfg, seed, progress):
+    device = next(model.parameters()).device
+    dec = decision_token_ids(tokenizer) or {}
+    stop_id, resample_id = dec.get("STOP"), dec.get("RESAMPLE")
+    eos_ids = set()
+    for attr in ("eos_token_id",):
+        v = getattr(tokenizer, attr, None)
+        if v is not None:
+            eos_ids.add(int(v))
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if gen_eos is not None:
+        eos_ids.update(int(x) for x in (gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    n = len(prefixes)
+    rngs = [random.Random(f"ds-lens-rollout:{seed}:{i}") for i in indices]
+    generated: list[list[int]] = [[] for _ in range(n)]
+    resamples = [0] * n
+    truncated = [False] * n
+    width = max(len(p.ids) for p in prefixes)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for r, p in enumerate(prefixes):
+        ids[r, width - len(p.ids):] = torch.tensor(p.ids)
+        mask[r, width - len(p.ids):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    outp = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                 **{_cache_arg(model): GrowingCache()})
+    cache, logits = _cache_of(outp), outp.logits[:, -1]
+    next_pos = pos[:, -1] + 1
+    active = list(range(n))  # batch row -> episode row
+    while active:
+        u = torch.tensor([rngs[r].random() for r in active], dtype=torch.float32, device=device)
+        tok = _sample(logits, u, cfg).tolist()
+        keep = []
+        for j, r in enumerate(active):
+            t = int(tok[j])
+            generated[r].append(t)
+            done = False
+            if t == stop_id or t in eos_ids:
+                done = True
+            elif t == resample_id:
+                resamples[r] += 1
+                done = resamples[r] >= cfg.max_attempts
+            if not done and len(generated[r]) >= budgets[r]:
+                done, truncated[r] = True, True
+            if not done:
+                keep.append(j)
+        if progress and len(keep) < len(active):
+            progress(len(active) - len(keep))
+        if not keep:
+            break
+        if len(keep) < len(active):
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            mask, next_pos = mask[sel], next_pos[sel]
+            tok = [tok[j] for j in keep]
+            active = [active[j] for j in keep]
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
+        inp = torch.tensor(tok, dtype=torch.long, device=device).unsqueeze(-1)
+        outp = model(input_ids=inp, attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
+                     use_cache=True, **{_cache_arg(model): cache})
+        cache, logits = _cache_of(outp), outp.logits[:, -1]
+        next_pos = next_pos + 1
+    episodes = []
+    for r, p in enumerate(prefixes):
+        episodes.append(fmt.parse(p.problem, list(p.ids) + generated[r], p.prompt_len, tokenizer,
+                                  truncated=truncated[r], max_attempts=cfg.max_attempts))
+    return episodes
