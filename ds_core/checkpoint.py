@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,6 +180,22 @@ def load_tokenizer(path: str | Path):
         raise CheckpointError(f"the tokenizer in {path} cannot be loaded: {e}") from None
 
 
+@contextmanager
+def _quiet_transformers():
+    """Silence transformers' progress bars and info logs while loading/saving tiny checkpoints."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_checkpoint(path: str | Path, *, attn_implementation: str | None = None) -> Checkpoint:
     """Load a local HF causal-LM directory (safetensors only) with its tokenizer and card."""
     from transformers import AutoModelForCausalLM
@@ -188,17 +204,13 @@ def load_checkpoint(path: str | Path, *, attn_implementation: str | None = None)
     _check_weights(path)
     tokenizer = load_tokenizer(path)
     kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    quiet = logging.getLogger("transformers.modeling_utils")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            str(path), use_safetensors=True, trust_remote_code=False, local_files_only=True,
-            output_loading_info=True, **kw)
+        with _quiet_transformers():
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(path), use_safetensors=True, trust_remote_code=False, local_files_only=True,
+                output_loading_info=True, **kw)
     except Exception as e:
         raise CheckpointError(f"{path} cannot be loaded as a causal LM: {e}") from None
-    finally:
-        quiet.setLevel(level)
     missing = [k for k in info.get("missing_keys", []) if "lm_head" not in k]
     if missing:
         raise CheckpointError(f"{path} lacks weights for {len(missing)} tensors "
@@ -230,8 +242,9 @@ def save_checkpoint(path: str | Path, model, tokenizer, card: Card) -> str:
     """Save model (safetensors), tokenizer and card; returns the content hash."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
+    with _quiet_transformers():
+        model.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
     for stray in path.iterdir():
         if stray.suffix in PICKLE_SUFFIXES:
             stray.unlink()

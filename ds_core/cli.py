@@ -1,0 +1,87 @@
+"""Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`.
+
+Errors a user can cause (a bad path, a bad size, a bad setting) print one clear line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _eval(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate, format_table
+    from .rollout import SamplingConfig
+    from .store import ResultsStore
+    from .tasks import parse_sizes
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = parse_sizes(args.sizes)
+    if not 1 <= args.n <= 100_000:
+        raise ValueError(f"--n must be in 1..100000, got {args.n}")
+    cfg = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_attempts=args.max_attempts,
+                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    ckpt = load_checkpoint(args.checkpoint)
+    store = None if args.no_store else ResultsStore(args.data_dir)
+    bar = tqdm(total=0, desc="episodes", unit="ep", disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int):
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    result = evaluate(ckpt, sizes, n=args.n, cfg=cfg, seed=args.seed, store=store,
+                      progress=progress, recompute=args.recompute, n_boot=args.n_boot)
+    bar.close()
+    print(f"checkpoint {ckpt.path} ({ckpt.name}, {ckpt.arch}, hash {ckpt.hash}); "
+          f"temperature {cfg.temperature}, top_p {cfg.top_p}, max_attempts {cfg.max_attempts}, "
+          f"seed {args.seed}" + ("" if store is None else f"; store {store.path}"))
+    print(format_table(result))
+    print("acc%: accuracy, 95% Wald and Wilson intervals; p_s, p_d|C, p_d|W, predicted: "
+          f"point (bootstrap 2.5-97.5%, {args.n_boot} resamples); att: mean attempts; "
+          "src: 'store' when read from the results store")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ds_core", description="DS-Lens core commands")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a grid of sizes (Table 1 style)")
+    e.add_argument("--checkpoint", required=True, help="checkpoint directory (any local HF causal LM)")
+    e.add_argument("--sizes", default="3x3-3x9", help="e.g. 3x3-3x9 or 3x3,3x5 (default 3x3-3x9)")
+    e.add_argument("--n", type=int, default=100, help="problems per size (default 100: the fixed test set)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--top-p", type=float, default=1.0)
+    e.add_argument("--max-attempts", type=int, default=4)
+    e.add_argument("--max-new-tokens", type=int, default=None)
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples (default 100)")
+    e.add_argument("--data-dir", default=None, help="results store directory (default $DS_LENS_DATA or ./data)")
+    e.add_argument("--no-store", action="store_true", help="do not read or write the results store")
+    e.add_argument("--recompute", action="store_true", help="sample again even if the store has the run")
+    e.add_argument("--json", default=None, help="also write the full report as JSON to this file")
+    e.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+
+    from .checkpoint import CheckpointError
+    from .rollout import RolloutError
+    from .store import StoreError
+    from .tasks import TaskError
+    try:
+        return _eval(args)
+    except (CheckpointError, RolloutError, StoreError, TaskError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was stored", file=sys.stderr)
+        return 130

@@ -1,0 +1,44 @@
+"""The Streamlit home page, through Streamlit's AppTest."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ds_core.checkpoint import Card, save_checkpoint
+from ds_core.model import init_model
+from ds_core.tokenizer import build_tokenizer
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_home_renders_and_lists_checkpoints(data_dir):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "DS-Lens"
+    assert any("Results store" in h.value for h in at.subheader)
+    assert any(str(data_dir) in m.value for m in at.markdown)
+
+
+def test_home_user_checkpoint_dir(data_dir, tmp_path):
+    tok = build_tokenizer()
+    ck = tmp_path / "mine"
+    save_checkpoint(ck, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok,
+                    Card(condition="my-condition"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input(str(ck)).run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert "my-condition" in set(table["condition"])
+
+
+def test_home_bad_path_is_a_message_not_a_traceback(data_dir, tmp_path):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input(str(tmp_path / "nope")).run()
+    assert not at.exception
+    assert any("not a checkpoint directory" in e.value for e in at.error)
