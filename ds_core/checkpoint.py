@@ -25,6 +25,10 @@ CARD_FILE = "card.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "tokenizer.model", "vocab.txt", "added_tokens.json")
+# what the content hash covers: weights, config and the vocabulary itself; tokenizer_config.json is
+# left out because transformers rewrites bookkeeping fields in it on every save
+HASHED_TOKENIZER_FILES = ("tokenizer.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                          "tokenizer.model", "vocab.txt", "added_tokens.json")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_DIR = REPO_ROOT / "checkpoints"
 
@@ -97,7 +101,7 @@ _HASH_MEMO: dict[tuple, str] = {}
 def _hashed_files(path: Path) -> list[Path]:
     files = [path / "config.json", *sorted(path.glob("*.safetensors")),
              *sorted(path.glob("*.safetensors.index.json"))]
-    files += [path / n for n in TOKENIZER_FILES if (path / n).is_file()]
+    files += [path / n for n in HASHED_TOKENIZER_FILES if (path / n).is_file()]
     return [f for f in files if f.is_file()]
 
 
@@ -211,7 +215,7 @@ def load_checkpoint(path: str | Path, *, attn_implementation: str | None = None)
                 output_loading_info=True, **kw)
     except Exception as e:
         raise CheckpointError(f"{path} cannot be loaded as a causal LM: {e}") from None
-    missing = [k for k in info.get("missing_keys", []) if "lm_head" not in k]
+    missing = list(info.get("missing_keys", []))
     if missing:
         raise CheckpointError(f"{path} lacks weights for {len(missing)} tensors "
                               f"(e.g. {', '.join(sorted(missing)[:3])}): the file is incomplete")

@@ -20,6 +20,8 @@ def _eval(args) -> int:
     from .store import ResultsStore
     from .tasks import parse_sizes
 
+    if args.threads < 0 or args.threads > 1024:
+        raise ValueError(f"--threads must be 0 (torch's choice) or a positive count, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = parse_sizes(args.sizes)

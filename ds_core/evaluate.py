@@ -98,7 +98,11 @@ def evaluate(ckpt, sizes: list[TaskSpec], n: int = 100, cfg: SamplingConfig | No
                 progress(done, total)
 
         t0 = time.perf_counter()
-        episodes = rollout(ckpt.model, ckpt.tokenizer, ckpt.format, flat, cfg, seed=seed, progress=tick)
+        # one random stream per (task, problem index): a run's episodes do not depend on which
+        # other sizes were sampled in the same call
+        streams = [f"{task}:{i}" for _, task, problems, _ in todo for i in range(len(problems))]
+        episodes = rollout(ckpt.model, ckpt.tokenizer, ckpt.format, flat, cfg, seed=seed,
+                           progress=tick, streams=streams)
         wall = time.perf_counter() - t0
         i = 0
         for spec, task, problems, key in todo:

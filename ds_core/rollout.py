@@ -94,15 +94,23 @@ def _sample(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch
         probs = torch.zeros_like(probs).scatter_(-1, si, sp)
     cdf = probs.cumsum(-1)
     u = u.unsqueeze(-1) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, u).squeeze(-1)
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # never a zero-probability token
     return idx.clamp_(max=logits.shape[-1] - 1)
 
 
 @torch.no_grad()
 def rollout(model, tokenizer, fmt, requests: Sequence[Problem | Prefix], cfg: SamplingConfig | None = None,
-            seed: int = 0, progress: Callable[[int], None] | None = None) -> list[Episode]:
-    """Sample one episode per request. `progress(k)` is called as k more episodes finish."""
+            seed: int = 0, progress: Callable[[int], None] | None = None,
+            streams: Sequence[str | int] | None = None) -> list[Episode]:
+    """Sample one episode per request. `progress(k)` is called as k more episodes finish.
+
+    Episode i draws its random numbers from the stream (seed, streams[i]); streams default to
+    the request's index. Give explicit streams to batch several independent runs together.
+    """
     cfg = cfg or SamplingConfig()
+    streams = list(range(len(requests))) if streams is None else list(streams)
+    if len(streams) != len(requests):
+        raise RolloutError(f"{len(streams)} streams for {len(requests)} requests")
     prefixes = [r if isinstance(r, Prefix) else prompt_prefix(fmt, tokenizer, r) for r in requests]
     ctx = context_length(model)
     for p in prefixes:
@@ -117,7 +125,8 @@ def rollout(model, tokenizer, fmt, requests: Sequence[Problem | Prefix], cfg: Sa
     for b0 in range(0, len(order), cfg.batch_size):
         rows = order[b0:b0 + cfg.batch_size]
         for i, ep in zip(rows, _rollout_batch(model, tokenizer, fmt, [prefixes[i] for i in rows],
-                                              [budgets[i] for i in rows], rows, cfg, seed, progress)):
+                                              [budgets[i] for i in rows], [streams[i] for i in rows],
+                                              cfg, seed, progress)):
             out[i] = ep
     return out  # type: ignore[return-value]
 
@@ -133,7 +142,7 @@ def _cache_of(outp):
     return c if c is not None else outp.past_key_values
 
 
-def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, indices, cfg, seed, progress):
+def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed, progress):
     device = next(model.parameters()).device
     dec = decision_token_ids(tokenizer) or {}
     stop_id, resample_id = dec.get("STOP"), dec.get("RESAMPLE")
@@ -148,9 +157,10 @@ def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, indices, cfg, seed,
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     n = len(prefixes)
-    rngs = [random.Random(f"ds-lens-rollout:{seed}:{i}") for i in indices]
+    rngs = [random.Random(f"ds-lens-rollout:{seed}:{s}") for s in streams]
     generated: list[list[int]] = [[] for _ in range(n)]
-    resamples = [0] * n
+    # a prefix may already hold attempts: they count toward the retry cap
+    resamples = [sum(1 for t in p.ids[p.prompt_len:] if t == resample_id) for p in prefixes]
     truncated = [False] * n
     width = max(len(p.ids) for p in prefixes)
     ids = torch.full((n, width), pad_id, dtype=torch.long)

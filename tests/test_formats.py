@@ -1,7 +1,6 @@
 """ds_core.tokenizer, ds_core.formats (DSFormat) and ds_core.episode (parse_episode, Episode).
 
-Tests that expose a bug in ds_core are marked `# BUG:` with the file and line; they are expected to
-fail until the owner fixes the code.
+Tests named `test_regression_*` pin bugs that these tests found and that were fixed.
 """
 from __future__ import annotations
 
@@ -600,8 +599,8 @@ def test_episode_malformed_property():
 # Exposed bugs (expected to fail until fixed in ds_core)
 # =============================================================================================
 @pytest.mark.parametrize("tail", ["[STOP]<eos>", "[RESAMPLE]<eos>", "[RESAMPLE]12[STOP]<eos>"])
-def test_BUG_decision_tokens_after_stop(char_tokenizer, tail):
-    # BUG: ds_core/episode.py, parse_episode, the `if ended:` block (lines 200-205) only turns
+def test_regression_decision_tokens_after_stop(char_tokenizer, tail):
+    # Regression (was a bug, fixed): ds_core/episode.py, parse_episode, the `if ended:` block (lines 200-205) only turns
     # *sampling* tokens after the first STOP into 'other'. Decision tokens there keep
     # role 'decision' although no Decision covers them, and TRAILING_TOKENS is not flagged when the
     # tail holds only decision tokens. Input: a correct attempt + "[STOP]" + tail.
@@ -614,8 +613,8 @@ def test_BUG_decision_tokens_after_stop(char_tokenizer, tail):
     assert ep.positions("decision") == [ep.decisions[0].start]
 
 
-def test_BUG_out_of_vocab_ids_are_unexpected(char_tokenizer):
-    # BUG (lower severity): ds_core/roles.py SpecialTokenTagger.tag (lines 63-77) treats an id
+def test_regression_out_of_vocab_ids_are_unexpected(char_tokenizer):
+    # Regression (was a bug, fixed): ds_core/roles.py SpecialTokenTagger.tag (lines 63-77) treats an id
     # outside the tokenizer's vocabulary (e.g. from a model whose embedding matrix is padded past
     # len(tokenizer) = 101) as an ordinary 'sampling' token: Episode.tokens holds None for it, the
     # decoded text silently drops it, and UNEXPECTED_TOKEN ("padding/bos/unknown tokens inside the

@@ -5,8 +5,7 @@ Expected decision tokens are computed independently here: per-token character sp
 prefixes one token at a time, markers located with str/regex search, and "a token is a decision
 token when its characters overlap a marker" applied by hand.
 
-Tests that expose a bug in ds_core are marked `# BUG:` with the file and line; they are expected to
-fail until the owner fixes the code.
+Tests named `test_regression_*` pin bugs that these tests found and that were fixed.
 """
 from __future__ import annotations
 
@@ -395,8 +394,8 @@ def test_random_bpe_sequences_never_raise(bpe_tokenizer):
 # =============================================================================================
 # Exposed bugs (expected to fail until fixed in ds_core)
 # =============================================================================================
-def test_BUG_lexical_decisions_unsorted_when_marker_after_eos(bpe_tokenizer):
-    # BUG: ds_core/roles.py LexicalMarkerTagger.tag, lines 164-171: the STOP at the first eos is
+def test_regression_lexical_decisions_unsorted_when_marker_after_eos(bpe_tokenizer):
+    # Regression (was a bug, fixed): ds_core/roles.py LexicalMarkerTagger.tag, lines 164-171: the STOP at the first eos is
     # *appended* after the marker decisions, so a marker that comes after that eos (e.g. a
     # sequence not cut at eos) yields decisions out of order, breaking TagResult's "sorted by
     # start" contract. parse_episode (ds_core/episode.py lines 184-198) then walks backwards:
@@ -417,8 +416,8 @@ def test_BUG_lexical_decisions_unsorted_when_marker_after_eos(bpe_tokenizer):
 
 
 @pytest.mark.parametrize("bad", ["pad", "bos"])
-def test_BUG_lexical_tagger_never_reports_unexpected(bpe_tokenizer, bad):
-    # BUG (lower severity): ds_core/roles.py LexicalMarkerTagger.tag sets `unexpected = False`
+def test_regression_lexical_tagger_never_reports_unexpected(bpe_tokenizer, bad):
+    # Regression (was a bug, fixed): ds_core/roles.py LexicalMarkerTagger.tag sets `unexpected = False`
     # (line 136) and never changes it, so padding/bos tokens inside a text model's generation are
     # never flagged UNEXPECTED_TOKEN (TagResult.unexpected: "pad/bos/unknown tokens inside the
     # generation"; SpecialTokenTagger does flag them). bos is even tagged 'sampling' (so it counts
@@ -434,12 +433,12 @@ def test_BUG_lexical_tagger_never_reports_unexpected(bpe_tokenizer, bad):
     assert ep.roles[ids.index(bad_id, len(prompt))] == "other"
 
 
-def test_BUG_stop_marker_then_punctuation_second_stop(bpe_tokenizer):
-    # BUG: with a stop marker followed by punctuation ("... 408. Done." <eos>), LexicalMarkerTagger
+def test_regression_stop_marker_then_punctuation_second_stop(bpe_tokenizer):
+    # Regression (was a bug, fixed): with a stop marker followed by punctuation ("... 408. Done." <eos>), LexicalMarkerTagger
     # (ds_core/roles.py lines 164-171) emits a second STOP at the eos because '.' is 'sampling';
     # parse_episode (ds_core/episode.py lines 200-205) ends at the first STOP, turns '.' into
     # 'other' and flags TRAILING_TOKENS, but leaves the eos with role 'decision' although no
-    # Decision covers it (same root cause as tests/test_formats.py::test_BUG_decision_tokens_after_stop).
+    # Decision covers it (same root cause as tests/test_formats.py::test_regression_decision_tokens_after_stop).
     # Expected: roles.count('decision') == total length of ep.decisions' spans.
     # Got: 4 decision-role tokens for one 3-token Decision.
     fmt = TextFormat(LexicalMarkerTagger(stop_markers=("Done",)))
