@@ -10,6 +10,7 @@ it stops at random, so its ratio understates a trained model's).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import tempfile
@@ -28,7 +29,23 @@ from ds_core.tasks import parse_sizes, test_set  # noqa: E402
 from ds_core.tokenizer import build_tokenizer, decision_token_ids  # noqa: E402
 
 
-def one_at_a_time(ckpt, problems, cfg: SamplingConfig, seed: int) -> tuple[float, int]:
+class NoStop(torch.nn.Module):
+    """Wraps a model so it never emits [STOP] or <eos>: every episode runs to its full token
+    budget (4 attempts' worth). The worst case for rollout time, whatever the checkpoint."""
+
+    def __init__(self, model, banned: list[int]):
+        super().__init__()
+        self.inner, self.banned, self.config = model, banned, model.config
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None,
+                use_cache=None, logits_to_keep=0):
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep)
+        out.logits[..., self.banned] = float("-inf")
+        return out
+
+
+def one_at_a_time(ckpt, problems, cfg: SamplingConfig, seed: int, banned=None) -> tuple[float, int]:
     """transformers' generate, one problem at a time, stopping at [STOP]/eos or the retry cap."""
     from transformers import StoppingCriteria, StoppingCriteriaList
     ids = decision_token_ids(ckpt.tokenizer) or {}
@@ -49,7 +66,7 @@ def one_at_a_time(ckpt, problems, cfg: SamplingConfig, seed: int) -> tuple[float
             inp, attention_mask=torch.ones_like(inp), do_sample=cfg.temperature > 0,
             temperature=cfg.temperature or None, top_p=cfg.top_p, top_k=0,
             max_new_tokens=budget(ckpt.format, p, cfg), eos_token_id=eos,
-            pad_token_id=ckpt.tokenizer.pad_token_id,
+            pad_token_id=ckpt.tokenizer.pad_token_id, suppress_tokens=banned or None,
             stopping_criteria=StoppingCriteriaList([Cap()]) if resample is not None else None)
         tokens += out.shape[1] - inp.shape[1]
     return time.perf_counter() - t0, tokens
@@ -63,6 +80,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-table", action="store_true", help="skip the Table-1 timing")
+    ap.add_argument("--full-length", action="store_true",
+                    help="ban [STOP] and <eos> so every episode runs to its full budget (worst case)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -78,6 +97,12 @@ def main() -> None:
           f"problems of {args.size}; temperature {cfg.temperature}, max_attempts {cfg.max_attempts}; "
           f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}")
 
+    banned = []
+    if args.full_length:
+        banned = [i for i in ((decision_token_ids(ckpt.tokenizer) or {}).get("STOP"),
+                              ckpt.tokenizer.eos_token_id) if i is not None]
+        ckpt = dataclasses.replace(ckpt, model=NoStop(ckpt.model, banned))
+        print("full-length mode: [STOP] and <eos> banned, every episode runs to its budget")
     rollout(ckpt.model, ckpt.tokenizer, ckpt.format, problems[:4], cfg, seed=args.seed)  # warm-up
     t0 = time.perf_counter()
     eps = rollout(ckpt.model, ckpt.tokenizer, ckpt.format, problems, cfg, seed=args.seed)
@@ -87,7 +112,8 @@ def main() -> None:
           f"{gen_tokens / t_batch:9.0f} tokens/s  (mean {gen_tokens / len(eps):.0f} tokens, "
           f"{sum(e.n_attempts for e in eps) / len(eps):.2f} attempts, accuracy "
           f"{sum(e.correct for e in eps) / len(eps):.2f})")
-    t_one, tok_one = one_at_a_time(ckpt, problems, cfg, args.seed)
+    t_one, tok_one = one_at_a_time(dataclasses.replace(ckpt, model=getattr(ckpt.model, "inner", ckpt.model)),
+                                   problems, cfg, args.seed, banned)
     print(f"one-at-a-time   : {t_one:7.2f} s  {len(problems) / t_one:8.1f} episodes/s  "
           f"{tok_one / t_one:9.0f} tokens/s  (mean {tok_one / len(problems):.0f} tokens)")
     print(f"speed-up (episodes/s, batched / one-at-a-time): {t_one / t_batch:.1f}x  "
