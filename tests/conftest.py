@@ -12,6 +12,16 @@ import random
 
 import pytest
 
+@pytest.fixture(scope="session", autouse=True)
+def _torch_one_thread():
+    """Tiny models run fastest on one thread, and CI's two cores are not oversubscribed."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 BPE_EOS, BPE_PAD, BPE_BOS = "<|endoftext|>", "<|pad|>", "<|bos|>"
 
 

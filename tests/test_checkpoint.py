@@ -30,14 +30,6 @@ from ds_core.model import init_model, tiny_config  # noqa: E402
 TINY = dict(hidden=32, layers=2, heads=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok(char_tokenizer):
     return char_tokenizer

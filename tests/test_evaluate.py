@@ -28,14 +28,6 @@ TINY = dict(hidden=32, layers=2, heads=2)
 CFG = SamplingConfig(max_new_tokens=40)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ckpt_dir(tmp_path_factory, char_tokenizer) -> Path:
     d = tmp_path_factory.mktemp("ckpts") / "tiny"
