@@ -239,7 +239,9 @@ def read_card(path: str | Path) -> Card | None:
 
 
 def write_card(path: str | Path, card: Card) -> None:
-    (Path(path) / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2, default=str) + "\n")
+    from .store import to_jsonable  # nan -> null: card.json stays strict JSON
+    (Path(path) / CARD_FILE).write_text(json.dumps(to_jsonable(card.to_dict()), indent=2,
+                                                   allow_nan=False) + "\n")
 
 
 def save_checkpoint(path: str | Path, model, tokenizer, card: Card) -> str:

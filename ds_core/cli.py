@@ -1,4 +1,5 @@
-"""Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`.
+"""Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`,
+`python -m ds_core train base|sft|reflection|rl|all`.
 
 Errors a user can cause (a bad path, a bad size, a bad setting) print one clear line and exit 2.
 """
@@ -53,6 +54,30 @@ def _eval(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .train import STAGES, run_stage
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    for stage in stages:
+        bar = tqdm(desc=stage, unit="step", disable=args.quiet, file=sys.stderr)
+
+        def progress(step: int, row: dict, bar=bar):
+            bar.update(step + 1 - bar.n)
+            shown = {k: round(v, 4) for k, v in row.items()
+                     if k in ("loss", "reward", "kl_k3", "eval_acc", "eval_p_dW") and isinstance(v, float)}
+            bar.set_postfix(shown, refresh=False)
+
+        dest = run_stage(stage, Path(args.out), seed=args.seed, smoke=args.smoke, progress=progress)
+        bar.close()
+        print(f"{stage}: wrote {dest}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ds_core", description="DS-Lens core commands")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -73,6 +98,14 @@ def main(argv=None) -> int:
     e.add_argument("--json", default=None, help="also write the full report as JSON to this file")
     e.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl)")
+    t.add_argument("stage", choices=["base", "sft", "reflection", "rl", "all"])
+    t.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "checkpoints"),
+                   help="where checkpoint directories go (default: checkpoints/)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--smoke", action="store_true", help="tiny budgets: seconds, for tests")
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
     from .checkpoint import CheckpointError
@@ -80,7 +113,7 @@ def main(argv=None) -> int:
     from .store import StoreError
     from .tasks import TaskError
     try:
-        return _eval(args)
+        return _eval(args) if args.cmd == "eval" else _train(args)
     except (CheckpointError, RolloutError, StoreError, TaskError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
