@@ -78,6 +78,30 @@ def _train(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from tqdm import tqdm
+
+    from .report import evaluate_conditions, report_markdown
+    from .store import ResultsStore
+
+    bar = tqdm(total=0, desc="episodes", unit="ep", disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int):
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    results = evaluate_conditions(Path(args.checkpoints), store=ResultsStore(args.data_dir),
+                                  progress=progress)
+    bar.close()
+    if not results:
+        raise ValueError(f"no condition checkpoints (base, sft, sft_reflection, rl) under {args.checkpoints}")
+    text = report_markdown(results)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ds_core", description="DS-Lens core commands")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -106,6 +130,11 @@ def main(argv=None) -> int:
     t.add_argument("--smoke", action="store_true", help="tiny budgets: seconds, for tests")
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
+    r = sub.add_parser("report", help="evaluate the four conditions; write eval.json files and tables")
+    r.add_argument("--checkpoints", default=str(Path(__file__).resolve().parent.parent / "checkpoints"))
+    r.add_argument("--out", default="RESULTS_TABLES.md")
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
     from .checkpoint import CheckpointError
@@ -113,7 +142,7 @@ def main(argv=None) -> int:
     from .store import StoreError
     from .tasks import TaskError
     try:
-        return _eval(args) if args.cmd == "eval" else _train(args)
+        return {"eval": _eval, "train": _train, "report": _report}[args.cmd](args)
     except (CheckpointError, RolloutError, StoreError, TaskError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -65,6 +65,22 @@ def make_batch(rows: list[tuple[list[int], int]], pad_id: int):
     return x, m
 
 
+def _bucketed_batches(rows, order: list[int], batch_size: int, rng: random.Random,
+                      pool_batches: int = 8) -> list[list[int]]:
+    """The next `pool_batches` batches: a shuffled pool sorted by length and cut into batches
+    (less padding), the batches themselves in random order."""
+    need = batch_size * pool_batches
+    while len(order) < need:
+        perm = list(range(len(rows)))
+        rng.shuffle(perm)
+        order += perm
+    pool = sorted(order[:need], key=lambda i: len(rows[i][0]))
+    del order[:need]
+    batches = [pool[i:i + batch_size] for i in range(0, need, batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def lr_at(step: int, cfg: SFTConfig, frac_done: float) -> float:
     warm = min(1.0, (step + 1) / max(cfg.warmup, 1))
     cos = cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(frac_done, 1.0)))
@@ -88,6 +104,7 @@ def train_sft(model, tokenizer, fmt, examples: list[Example], cfg: SFTConfig,
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     order: list[int] = []
+    pending: list[list[int]] = []
     log: list[dict] = []
     t0 = time.perf_counter()
     tokens = 0
@@ -102,12 +119,9 @@ def train_sft(model, tokenizer, fmt, examples: list[Example], cfg: SFTConfig,
         lr = lr_at(step, cfg, frac)
         for g in opt.param_groups:
             g["lr"] = lr
-        if len(order) < cfg.batch_size:
-            perm = list(range(len(rows)))
-            rng.shuffle(perm)
-            order += perm
-        batch = [rows[i] for i in order[: cfg.batch_size]]
-        del order[: cfg.batch_size]
+        if not pending:
+            pending = _bucketed_batches(rows, order, cfg.batch_size, rng)
+        batch = [rows[i] for i in pending.pop()]
         x, m = make_batch(batch, tokenizer.pad_token_id)
         logp = token_logprobs(model, x)
         terms = objective.terms(logp, m)

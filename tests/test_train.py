@@ -12,6 +12,7 @@ from ds_core.model import init_model
 from ds_core.objectives import token_logprobs
 from ds_core.sft import SFTConfig, encode, make_batch, train_sft
 from ds_core.tasks import Problem, TaskSpec
+from ds_core.report import evaluate_conditions, report_markdown
 from ds_core.train import STAGES, run_all
 
 import random
@@ -72,7 +73,7 @@ def test_wrong_addition_attempt_is_caught_by_the_check(char_tokenizer):
 def test_sft_overfits_a_few_traces(char_tokenizer):
     model = init_model(char_tokenizer, "llama", hidden=32, layers=1, heads=2)
     ex = sft_examples(4, 0)
-    cfg = SFTConfig(steps=60, batch_size=4, lr=1e-2, warmup=1, log_every=10)
+    cfg = SFTConfig(steps=150, batch_size=4, lr=1e-2, warmup=1, log_every=10)
     log = train_sft(model, char_tokenizer, FMT, ex, cfg)
     assert log[0]["loss"] > 4.0 and log[-1]["loss"] < log[0]["loss"] / 2
     x, m = make_batch(encode(char_tokenizer, FMT, ex), char_tokenizer.pad_token_id)
@@ -114,3 +115,11 @@ def test_stage_runner_smoke(tmp_path):
         json.loads((d / "card.json").read_text())  # strict JSON (no NaN)
     assert load_checkpoint(dirs[3]).card.parent == load_checkpoint(dirs[2]).hash
     assert load_checkpoint(dirs[1]).card.parent == load_checkpoint(dirs[0]).hash
+    # the report stage: eval.json beside every checkpoint, our table next to the paper's
+    results = evaluate_conditions(tmp_path, store=None, n=2)
+    assert list(results) == ["base", "sft", "sft_reflection", "rl"]
+    for d in dirs:
+        ev = json.loads((d / "eval.json").read_text())
+        assert set(ev["sizes"]) == {f"3x{n}" for n in range(3, 10)}
+    md = report_markdown(results)
+    assert "| RL (paper) | 98 | 91 | 92 | 90 | 72 | 53 | 34 |" in md and "RL (DS-Lens)" in md
