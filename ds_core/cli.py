@@ -1,5 +1,6 @@
 """Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`,
-`python -m ds_core train base|sft|reflection|rl|all`.
+`python -m ds_core train base|sft|reflection|rl|all`,
+`python -m ds_core attribute --checkpoint DIR --sizes 3x3,3x4 --n 20 --out results.csv`.
 
 Errors a user can cause (a bad path, a bad size, a bad setting) print one clear line and exit 2.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -102,6 +104,75 @@ def _report(args) -> int:
     return 0
 
 
+def _attribute(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .attribution_runs import (attribute_dataset, format_summary, needs_ref, parse_objectives,
+                                   resolve_ref)
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate
+    from .rollout import SamplingConfig
+    from .store import ResultsStore
+    from .tasks import parse_sizes
+
+    if args.threads < 0 or args.threads > 1024:
+        raise ValueError(f"--threads must be 0 (torch's choice) or a positive count, got {args.threads}")
+    sizes = parse_sizes(args.sizes)
+    objectives = parse_objectives(args.objectives)
+    if not 1 <= args.n <= 100_000:
+        raise ValueError(f"--n must be in 1..100000, got {args.n}")
+    for name in ("advantage", "advantage_correct", "advantage_wrong"):
+        v = getattr(args, name)
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+    if args.out and not Path(args.out).expanduser().parent.is_dir():
+        raise ValueError(f"--out {args.out}: the directory {Path(args.out).expanduser().parent} "
+                         "does not exist")
+    cfg = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_attempts=args.max_attempts,
+                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint)
+    ref = None
+    if any(needs_ref(o) for o in objectives):
+        ref, note = resolve_ref(ckpt, args.ref)
+        if ref is None and all(needs_ref(o) for o in objectives):
+            raise ValueError(f"{note}; every objective asked for ({', '.join(objectives)}) needs it")
+    store = ResultsStore(args.data_dir)
+    bar = tqdm(total=0, desc="episodes", unit="ep", disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int, bar=bar):
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    runs = evaluate(ckpt, sizes, n=args.n, cfg=cfg, seed=args.seed, store=store, progress=progress)
+    bar.close()
+    bar = tqdm(total=0, desc="attribution", unit="ep*obj", disable=args.quiet, file=sys.stderr)
+    result = attribute_dataset(
+        ckpt, {s.spec: s.key for s in runs.sizes}, objectives, store=store, ref=ref,
+        advantage=args.advantage, advantage_correct=args.advantage_correct,
+        advantage_wrong=args.advantage_wrong, norms=args.norms, jvp_method=args.jvp_method,
+        progress=lambda done, total: progress(done, total, bar), recompute=args.recompute)
+    bar.close()
+    print(f"checkpoint {ckpt.path} ({ckpt.name}, {ckpt.arch}, hash {ckpt.hash}); "
+          f"sizes {','.join(s.name for s in sizes)}, n {args.n}, seed {args.seed}, "
+          f"temperature {cfg.temperature}; store {store.path}")
+    print(f"objectives: {', '.join(result.objectives)}; {result.n_episodes} episodes, "
+          f"{result.n_computed} attributions computed, {result.n_cached} from the store")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(format_summary(result.summary))
+    print("ratio: |G_S|/|G_D| (sampling:decision gradient norms); share_D: the decision tokens' "
+          "share <G_D, G>/|G|^2; outcome: first attempt's correctness and its decision; "
+          "'all' rows pool sizes/outcomes")
+    if args.out:
+        result.frame.to_csv(Path(args.out).expanduser(), index=False)
+        print(f"wrote {len(result.frame)} rows to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ds_core", description="DS-Lens core commands")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -135,6 +206,37 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="RESULTS_TABLES.md")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--quiet", action="store_true")
+    a = sub.add_parser("attribute",
+                       help="gradient attribution (sampling vs decision) over evaluation episodes")
+    a.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    a.add_argument("--ref", default=None,
+                   help="KL reference checkpoint (default: the checkpoint's parent when it is in the "
+                        "same folder; without one the KL objectives are skipped)")
+    a.add_argument("--sizes", default="3x3,3x4", help="e.g. 3x3,3x4 or 3x3-3x9 (default 3x3,3x4)")
+    a.add_argument("--n", type=int, default=20, help="episodes per size (default 20)")
+    a.add_argument("--objectives", default=None,
+                   help="comma-separated (default: surrogate,kl_k3,kl_k1,sft_sum,sft_mean,dft)")
+    a.add_argument("--advantage", type=float, default=None,
+                   help="surrogate advantage for every episode (default: by final correctness)")
+    a.add_argument("--advantage-correct", type=float, default=1.0,
+                   help="surrogate advantage of a correct episode (default +1)")
+    a.add_argument("--advantage-wrong", type=float, default=-1.0,
+                   help="surrogate advantage of a wrong episode (default -1)")
+    a.add_argument("--norms", action="store_true", help="also compute per-token gradient norms (slow)")
+    a.add_argument("--jvp-method", choices=["auto", "forward", "double_backward"], default="auto")
+    a.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation run")
+    a.add_argument("--temperature", type=float, default=1.0)
+    a.add_argument("--top-p", type=float, default=1.0)
+    a.add_argument("--max-attempts", type=int, default=4)
+    a.add_argument("--max-new-tokens", type=int, default=None)
+    a.add_argument("--batch-size", type=int, default=256)
+    a.add_argument("--data-dir", default=None,
+                   help="results store directory (default $DS_LENS_DATA or ./data)")
+    a.add_argument("--recompute", action="store_true",
+                   help="attribute again even if the store has the result")
+    a.add_argument("--out", default=None, help="write the per-episode table as CSV to this file")
+    a.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
     from .checkpoint import CheckpointError
@@ -142,7 +244,8 @@ def main(argv=None) -> int:
     from .store import StoreError
     from .tasks import TaskError
     try:
-        return {"eval": _eval, "train": _train, "report": _report}[args.cmd](args)
+        return {"eval": _eval, "train": _train, "report": _report,
+                "attribute": _attribute}[args.cmd](args)
     except (CheckpointError, RolloutError, StoreError, TaskError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Training-data recipes: which traces each condition is trained on.
 
-- `base`: "pretraining" — one correct attempt then [STOP], sizes 1..3 x 1..9 digits, weighted to
-  small sizes (the model learns the procedure everywhere but is most practised on small sizes, so
-  its accuracy falls with size).
+- `base`: "pretraining" — one correct attempt then [STOP]; 1- and 2-digit first operands times
+  1..9-digit numbers, 3-digit first operands only up to 3x4; sizes with a <= 4-digit second
+  operand 4x as likely. A short budget leaves it imperfect in distribution, and 3x5..3x9 are new
+  compositions of known steps, so its accuracy falls with size.
 - `sft`: SFT without reflection — one correct attempt then [STOP], on 3x3/3x4 only.
 - `reflection`: SFT with reflection — on 3x3/3x4, 0..2 wrong attempts, each followed by
   [RESAMPLE], then a correct attempt and [STOP]. Wrong attempts are *injected corruptions*: one
@@ -20,7 +21,10 @@ from dataclasses import dataclass
 from .formats import DSFormat, Step, worked_steps
 from .tasks import Problem, TaskSpec
 
-BASE_SIZES = tuple((a, b) for a in (1, 2, 3) for b in range(1, 10))
+# 1- and 2-digit first operands with up to 9-digit second operands, 3-digit ones only up to 3x4:
+# 3x5..3x9 stay out of distribution for every condition (the base can compose what it knows,
+# but has never practised it)
+BASE_SIZES = tuple((a, b) for a in (1, 2) for b in range(1, 10)) + tuple((3, b) for b in range(1, 5))
 TRAIN_SIZES = ((3, 3), (3, 4))
 
 

@@ -47,13 +47,13 @@ class StagePlan:
 
 PLANS = {
     "base": StagePlan("base", 200_000, SFTConfig(steps=100_000, batch_size=32, lr=2e-3, warmup=100,
-                                                 time_budget_s=32 * 60, eval_every=1000)),
+                                                 time_budget_s=7 * 60, eval_every=500)),
     "sft": StagePlan("sft", 20_000, SFTConfig(steps=400, batch_size=32, lr=5e-4, warmup=20,
                                               eval_every=200)),
-    "reflection": StagePlan("reflection", 20_000, SFTConfig(steps=1200, batch_size=32, lr=5e-4,
-                                                            warmup=20, eval_every=300)),
+    "reflection": StagePlan("reflection", 20_000, SFTConfig(steps=800, batch_size=32, lr=5e-4,
+                                                            warmup=20, eval_every=200)),
     "rl": StagePlan(None, 0, grpo=GRPOConfig(steps=10_000, prompts_per_step=16, group_size=8,
-                                             lr=2e-4, kl_coef=0.001, time_budget_s=20 * 60,
+                                             lr=2e-4, kl_coef=0.001, time_budget_s=15 * 60,
                                              eval_every=10)),
 }
 
