@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     t.add_argument("--quiet", action="store_true")
     r = sub.add_parser("report", help="evaluate the four conditions; write eval.json files and tables")
     r.add_argument("--checkpoints", default=str(Path(__file__).resolve().parent.parent / "checkpoints"))
-    r.add_argument("--out", default="RESULTS_TABLES.md")
+    r.add_argument("--out", default="RESULTS_TABLES.md", help="markdown tables (RESULTS.md holds the written analysis)")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--quiet", action="store_true")
     a = sub.add_parser("attribute",

@@ -53,7 +53,7 @@ PLANS = {
     "reflection": StagePlan("reflection", 20_000, SFTConfig(steps=800, batch_size=32, lr=5e-4,
                                                             warmup=20, eval_every=200)),
     "rl": StagePlan(None, 0, grpo=GRPOConfig(steps=10_000, prompts_per_step=16, group_size=8,
-                                             lr=2e-4, kl_coef=0.001, time_budget_s=15 * 60,
+                                             lr=3e-5, kl_coef=0.001, time_budget_s=12 * 60,
                                              eval_every=10)),
 }
 
