@@ -31,7 +31,8 @@ def test_recipes_are_deterministic_and_sized():
     assert [e.text for e in base_examples(20, 3)] != [e.text for e in base_examples(20, 4)]
     assert {e.problem.size for e in sft_examples(200, 0)} == {"3x3", "3x4"}
     sizes = {e.problem.size for e in base_examples(2000, 0)}
-    assert {"1x1", "3x9", "2x5"} <= sizes
+    assert {"1x1", "2x9", "3x4"} <= sizes
+    assert not sizes & {f"3x{n}" for n in range(5, 10)}   # 3x5..3x9 stay out of distribution
 
 
 def test_corruption_changes_one_partial_and_propagates():
