@@ -23,14 +23,6 @@ FMT = DSFormat()
 SMALL = dict(hidden=32, layers=2, heads=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tok(char_tokenizer):
     return char_tokenizer

@@ -308,13 +308,9 @@ def test_masked_positions_are_zero_even_with_nonfinite_logp(name):
 # ---------------------------------------------------------------- real tiny transformers models
 @pytest.fixture(scope="module")
 def tok():
-    """The char-level tokenizer; torch runs single-threaded here (tiny models are far faster
-    that way than with threads contending on a busy machine), restored afterwards."""
+    """The char-level tokenizer (torch is single-threaded in tests: tests/conftest.py)."""
     from ds_core.tokenizer import build_tokenizer
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield build_tokenizer()
-    torch.set_num_threads(threads)
+    return build_tokenizer()
 
 
 def naive_logp(model, ids):

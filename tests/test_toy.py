@@ -15,7 +15,6 @@ from ds_core.objectives import group_advantages
 from ds_core.toy import (ToyConfig, ToyRun, attribution_ratio, enumerate_trajectories,
                          grpo_advantage, run_toy, step_gradients)
 
-torch.set_num_threads(1)
 LOG3 = math.log(3.0)
 
 
