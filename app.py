@@ -4,6 +4,7 @@ Pages only draw: everything they show comes from ds_core.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,22 @@ def results_store() -> ResultsStore:
     return ResultsStore()
 
 
+def eval_summary(path: Path) -> dict:
+    """Headline metrics from the checkpoint's eval.json (written by `python -m ds_core report`)."""
+    f = path / "eval.json"
+    try:
+        sizes = json.loads(f.read_text())["sizes"] if f.is_file() else {}
+    except (ValueError, KeyError, UnicodeDecodeError):
+        sizes = {}
+    out = {}
+    for size in ("3x3", "3x4", "3x6"):
+        acc = (sizes.get(size) or {}).get("accuracy", {}).get("p")
+        out[f"acc {size} %"] = None if acc is None else round(100 * acc)
+    p_dw = ((sizes.get("3x3") or {}).get("p_dW") or {}).get("value")
+    out["p_d|W 3x3 %"] = None if p_dw is None else round(100 * p_dw)
+    return out
+
+
 def checkpoint_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     rows, problems = [], []
     for p in paths:
@@ -28,8 +45,10 @@ def checkpoint_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
         except CheckpointError as e:
             problems.append(str(e))
             card = None
+        ev = eval_summary(p)
         rows.append({
             "checkpoint": p.name, "condition": card.condition if card else "(no card)",
+            **ev,
             "parent": (card.parent or "") if card else "", "seed": card.seed if card else None,
             "code version": card.code_version if card else "", "hash": content_hash(p),
             "path": str(p),

@@ -42,3 +42,14 @@ def test_home_bad_path_is_a_message_not_a_traceback(data_dir, tmp_path):
     at.text_input[0].input(str(tmp_path / "nope")).run()
     assert not at.exception
     assert any("not a checkpoint directory" in e.value for e in at.error)
+
+
+def test_home_shows_shipped_checkpoints_with_metrics(data_dir):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {"base", "sft", "sft_reflection", "rl"} <= set(table["condition"])
+    rl = table[table["condition"] == "rl"].iloc[0]
+    import json
+    ev = json.loads((Path(APP).parent / "checkpoints" / "rl" / "eval.json").read_text())
+    assert rl["acc 3x3 %"] == round(100 * ev["sizes"]["3x3"]["accuracy"]["p"])
