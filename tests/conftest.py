@@ -22,6 +22,16 @@ def _torch_one_thread():
     torch.set_num_threads(before)
 
 
+def assert_clean_cli_error(rc: int, out: str, err: str, word: str) -> None:
+    """A user error in the CLI: exit 2, nothing on stdout, one 'error:' line naming `word`."""
+    assert rc == 2
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert word.lower() in lines[0].lower(), lines[0]
+    assert out == ""
+
+
 BPE_EOS, BPE_PAD, BPE_BOS = "<|endoftext|>", "<|pad|>", "<|bos|>"
 
 

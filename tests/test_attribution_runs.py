@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import assert_clean_cli_error
+
 import ds_core.attribution_runs as ar
 import ds_core.evaluate as ev
 from ds_core.attribution import AttributionError, attribute
@@ -303,12 +305,7 @@ def test_cli_errors_exit_2_with_one_line(case, ckpts, tmp_path, capsys):
     elif case == "n0":
         args["--n"] = "0"
     rc, out, err = _cli(capsys, *[x for kv in args.items() for x in kv], "--quiet")
-    assert rc == 2
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert word.lower() in lines[0].lower(), lines[0]
-    assert out == ""
+    assert_clean_cli_error(rc, out, err, word)
     assert not (tmp_path / "data" / "results.sqlite").exists()
 
 

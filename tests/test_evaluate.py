@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import assert_clean_cli_error
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -332,12 +334,7 @@ def test_cli_errors_exit_2_with_one_line(case, ckpt, ckpt_dir, tmp_path, capsys)
         args["--sizes"] = "3x5-3x3"
     argv = [x for kv in args.items() for x in kv] + ["--quiet"]
     rc, out, err = _run_main(capsys, *argv)
-    assert rc == 2
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert word.lower() in lines[0].lower(), lines[0]
-    assert out == ""
+    assert_clean_cli_error(rc, out, err, word)
     if case != "datadir":
         assert not (tmp_path / "data" / "results.sqlite").exists()
 
