@@ -107,3 +107,18 @@ def reflection_examples(n: int, seed: int, fmt: DSFormat | None = None,
 
 
 RECIPES = {"base": base_examples, "sft": sft_examples, "reflection": reflection_examples}
+
+
+def demo_episode(problem: Problem | None = None, seed: int = 3, tokenizer=None):
+    """A real, parsed two-attempt episode (a corrupted attempt, RESAMPLE, the correct one, STOP):
+    the DS picture the home page draws. Built from the format and tokenizer, no model needed."""
+    from .episode import parse_episode
+    from .tokenizer import build_tokenizer
+    tokenizer = tokenizer or build_tokenizer()
+    fmt = DSFormat()
+    problem = problem or Problem(321, 4567)
+    text = fmt.trace_text(problem, [wrong_attempt(fmt, problem, random.Random(seed)),
+                                    fmt.attempt_text(problem)])
+    prompt_len = len(tokenizer(fmt.prompt_text(problem), add_special_tokens=False)["input_ids"])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return parse_episode(problem, ids, prompt_len, tokenizer, fmt)

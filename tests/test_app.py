@@ -53,3 +53,30 @@ def test_home_shows_shipped_checkpoints_with_metrics(data_dir):
     import json
     ev = json.loads((Path(APP).parent / "checkpoints" / "rl" / "eval.json").read_text())
     assert rl["acc 3x3 %"] == round(100 * ev["sizes"]["3x3"]["accuracy"]["p"])
+
+
+def test_home_draws_the_ds_picture_from_a_parsed_episode(data_dir):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    body = at.html[0].value
+    assert "[RESAMPLE]" in body and "[STOP]" in body
+    assert "(decision)" in body and "(sampling)" in body and "(prompt)" in body
+
+
+def test_demo_episode_is_wrong_then_right():
+    from ds_core.data import demo_episode
+    ep = demo_episode()
+    assert [a.correct for a in ep.attempts] == [False, True]
+    assert [d.verdict for d in ep.decisions] == ["RESAMPLE", "STOP"]
+    assert ep.correct and not ep.flags
+    assert ep.roles.count("decision") == 2
+
+
+def test_user_checkpoint_is_offered_to_other_pages(data_dir, tmp_path):
+    """A directory added on Home joins ui.common.checkpoint_choices() for the session."""
+    tok = build_tokenizer()
+    ck = tmp_path / "mine2"
+    save_checkpoint(ck, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card(condition="x"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input(str(ck)).run()
+    assert str(ck.resolve()) in at.session_state["user_checkpoints"]

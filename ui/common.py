@@ -1,0 +1,128 @@
+"""The app shell: cached checkpoints and store, checkpoint pickers, user-error handling, downloads.
+
+Every page imports this module. Models are cached with `st.cache_resource` (one copy per server,
+shared by all browser sessions, keyed by path and content hash so a rewritten checkpoint reloads).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
+
+from ds_core.checkpoint import SHIPPED_DIR, Checkpoint, CheckpointError, content_hash, find_checkpoints, load_checkpoint
+from ds_core.store import ResultsStore, StoreError
+
+log = logging.getLogger("ds_lens.app")
+
+USER_CHECKPOINTS = "user_checkpoints"   # st.session_state key: list[str] of extra checkpoint dirs
+
+# Errors a user can cause; anything listed here is shown as a message, never as a traceback.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ds_core.attribution import AttributionError
+    from ds_core.input_attribution import InputAttributionError
+    from ds_core.rollout import RolloutError
+    from ds_core.tasks import TaskError
+    return (CheckpointError, StoreError, TaskError, RolloutError, AttributionError,
+            InputAttributionError, UnicodeDecodeError)
+
+
+# --- cached resources --------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def results_store() -> ResultsStore:
+    return ResultsStore()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load(path: str, digest: str) -> Checkpoint:
+    return load_checkpoint(path)
+
+
+def get_checkpoint(path: str | Path) -> Checkpoint:
+    """The loaded checkpoint at `path` (cached; reloaded when its content hash changes).
+    Raises CheckpointError for a path that is not a loadable checkpoint."""
+    p = Path(path).expanduser()
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise CheckpointError(f"{p} is not a checkpoint directory (it needs a config.json)")
+    return _load(str(p.resolve()), content_hash(p))
+
+
+# --- checkpoint choices ------------------------------------------------------------------------
+def checkpoint_choices() -> dict[str, str]:
+    """Label -> directory for the shipped checkpoints and the ones the user added on Home."""
+    out = {p.name: str(p) for p in find_checkpoints(SHIPPED_DIR)}
+    for extra in st.session_state.get(USER_CHECKPOINTS, []):
+        label = Path(extra).name
+        while label in out and out[label] != extra:
+            label = f"{label}'"
+        out[label] = extra
+    return out
+
+
+def add_user_checkpoint(path: str) -> None:
+    lst = st.session_state.setdefault(USER_CHECKPOINTS, [])
+    if path not in lst:
+        lst.append(path)
+
+
+def pick_checkpoint(label: str, key: str, default: str = "rl", container=st) -> str | None:
+    """A selectbox over checkpoint_choices(); returns the chosen directory (None if none exist)."""
+    choices = checkpoint_choices()
+    if not choices:
+        container.info(f"No checkpoints found under {SHIPPED_DIR}.")
+        return None
+    names = list(choices)
+    idx = names.index(default) if default in names else 0
+    name = container.selectbox(label, names, index=idx, key=key)
+    return choices[name]
+
+
+def pick_checkpoints(label: str, key: str, default: tuple[str, ...] = ("sft_reflection", "rl"),
+                     container=st) -> list[str]:
+    choices = checkpoint_choices()
+    names = list(choices)
+    chosen = container.multiselect(label, names, default=[n for n in default if n in names] or names[:2],
+                                   key=key)
+    return [choices[n] for n in chosen]
+
+
+# --- errors ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def user_errors(what: str = ""):
+    """Show a user-caused error as a message (no traceback); unexpected ones are logged and shown
+    as one line too, so the page keeps working."""
+    try:
+        yield
+    except _user_errors() as e:
+        st.error(f"{what}{': ' if what else ''}{e}")
+    except (StopException, RerunException):   # st.stop() / st.rerun() pass through
+        raise
+    except Exception as e:  # noqa: BLE001 - the app must not show a traceback
+        log.exception("unexpected error")
+        st.error(f"{what}{': ' if what else ''}unexpected error ({type(e).__name__}: {e}); "
+                 "see the server log for details")
+
+
+# --- downloads and charts ----------------------------------------------------------------------
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "table"
+
+
+def table(df: pd.DataFrame, name: str, key: str | None = None, container=st, **kw) -> None:
+    """A dataframe with a CSV download button under it."""
+    container.dataframe(df, hide_index=True, width="stretch", **kw)
+    container.download_button(f"Download {name} (CSV)", df.to_csv(index=False).encode(),
+                              file_name=f"{_slug(name)}.csv", mime="text/csv",
+                              key=key or f"dl_{_slug(name)}")
+
+
+def chart(fig, name: str, key: str | None = None, container=st) -> None:
+    """A plotly chart; its mode bar's camera button downloads a PNG named after the chart."""
+    container.plotly_chart(fig, width="stretch", key=key or f"chart_{_slug(name)}",
+                           config={"displaylogo": False,
+                                   "toImageButtonOptions": {"format": "png", "filename": _slug(name),
+                                                            "scale": 2}})
