@@ -1,0 +1,68 @@
+"""End to end in a real browser: Playwright drives Debian's chromium against `streamlit run app.py`.
+
+Skips outside CI when chromium is not installed (`.ci/run` installs it); in CI a missing browser
+fails. Set DS_LENS_SCREENSHOTS=<dir> to save a PNG of each page (`make screenshots` -> docs/).
+Timings (server start, first render, each interaction) are printed and, with screenshots on,
+written to <dir>/timings.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.browser import app_server, browser_page, chromium_path, wait_idle
+
+pytestmark = pytest.mark.browser
+
+if chromium_path() is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the browser test: chromium is missing (see .ci/run)")
+    pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does this in CI)",
+                allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements.txt)")
+
+SHOTS = os.environ.get("DS_LENS_SCREENSHOTS")
+
+
+class Timer:
+    def __init__(self):
+        self.t: dict[str, float] = {}
+
+    def measure(self, name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        self.t[name] = round(time.perf_counter() - t0, 2)
+        return out
+
+
+def shot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=False)
+
+
+def goto(page, url: str, text: str, timeout_ms: int = 120_000) -> None:
+    page.goto(url)
+    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def test_app_end_to_end(tmp_path):
+    timer = Timer()
+    with app_server(tmp_path / "data") as (url, started), browser_page() as page:
+        timer.t["server start"] = round(started, 2)
+        # Home
+        timer.measure("home first render", lambda: goto(page, url, "The DS picture"))
+        assert page.get_by_text("Checkpoints").first.is_visible()
+        assert page.get_by_text("Results store").first.is_visible()
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)  # checkpoints (a canvas)
+        shot(page, "home")
+        print("timings:", json.dumps(timer.t))
+        if SHOTS:
+            (Path(SHOTS) / "timings.json").write_text(json.dumps(timer.t, indent=2) + "\n")
+        errors = page.locator('[data-testid="stException"]').count()
+        assert errors == 0
