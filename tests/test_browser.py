@@ -51,6 +51,19 @@ def goto(page, url: str, text: str, timeout_ms: int = 120_000) -> None:
     wait_idle(page, timeout_ms)
 
 
+UPLOAD = Path(__file__).resolve().parent / "data" / "uploads" / "good.csv"
+
+
+def click_and_wait(page, button: str, text: str, timeout_ms: int = 180_000) -> None:
+    page.get_by_role("button", name=button, exact=True).click()
+    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def no_exceptions(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is on the page"
+
+
 def test_app_end_to_end(tmp_path):
     timer = Timer()
     with app_server(tmp_path / "data") as (url, started), browser_page() as page:
@@ -60,9 +73,26 @@ def test_app_end_to_end(tmp_path):
         assert page.get_by_text("Checkpoints").first.is_visible()
         assert page.get_by_text("Results store").first.is_visible()
         page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)  # checkpoints (a canvas)
+        no_exceptions(page)
         shot(page, "home")
+
+        # Custom prompts: upload a file, run it, get the results table and downloads
+        timer.measure("custom prompts first render", lambda: goto(page, url + "/Custom_prompts", "Run prompts"))
+        page.locator('input[type="file"]').set_input_files(str(UPLOAD))
+        page.get_by_text("good.csv").first.wait_for(timeout=60_000)
+        wait_idle(page)
+        timer.measure("custom prompts run (cold models)",
+                      lambda: click_and_wait(page, "Run prompts", "Download results"))
+        page.get_by_text("Rows that do not parse (1)").first.wait_for(timeout=10_000)  # "not a problem"
+        no_exceptions(page)
+        shot(page, "custom_prompts")
+
+        # Calibration: the shipped checkpoints' Table 1 on an empty store
+        timer.measure("calibration first render", lambda: goto(page, url + "/Calibration", "Accuracy (Table 1)"))
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
+        no_exceptions(page)
+        shot(page, "calibration")
+
         print("timings:", json.dumps(timer.t))
         if SHOTS:
             (Path(SHOTS) / "timings.json").write_text(json.dumps(timer.t, indent=2) + "\n")
-        errors = page.locator('[data-testid="stException"]').count()
-        assert errors == 0

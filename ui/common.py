@@ -15,7 +15,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
 from ds_core.checkpoint import SHIPPED_DIR, Checkpoint, CheckpointError, content_hash, find_checkpoints, load_checkpoint
-from ds_core.store import ResultsStore, StoreError
+from ds_core.store import ResultsStore, StoreError, default_data_dir
 
 log = logging.getLogger("ds_lens.app")
 
@@ -33,8 +33,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 # --- cached resources --------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
+def _store_at(path: str) -> ResultsStore:
+    return ResultsStore(path)
+
+
 def results_store() -> ResultsStore:
-    return ResultsStore()
+    """The results store at $DS_LENS_DATA (or ./data), one connection pool per location."""
+    return _store_at(str(default_data_dir()))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -1,0 +1,430 @@
+"""The calibration page's service: Table-1 accuracy and the section-4.2 calibration model for a grid
+of (checkpoint, size) cells, served without a model whenever possible.
+
+    refs = [checkpoint_ref("rl", "checkpoints/rl")]
+    grid = gather(refs, parse_size_list("3x3-3x9"), Settings(n=100), store)   # no model loaded
+    grid.frame      # one row per (checkpoint, size): accuracy + Wald/Wilson, p_s, p_dC, p_dW,
+                    # predicted, observed with bootstrap intervals, mean attempts, source
+    digests = compute_missing(grid, load=load_checkpoint, store=store, progress=cb)  # samples, stores
+    grid = gather(refs, sizes, settings, store, computed=digests)   # now source 'computed'
+
+Where a cell's numbers come from (column `source`), in order of preference:
+- 'store'     : the run is in the results store (keyed like ds_core.evaluate: content hash, task,
+                sampling settings, seed, n); its stored summary is `calibration(episodes).to_dict()`;
+- 'computed'  : the same, for a run sampled in this session (the caller passes its digests);
+- 'eval.json' : the checkpoint directory's eval.json (written by `python -m ds_core report`) has
+                this size, and its content hash, seed, n and sampling settings match the request;
+- 'missing'   : none of the above; numbers are nan until `compute_missing` samples it.
+eval.json is READ as a source, never imported into the store: it holds summaries only, and a store
+run without its episodes would break every page that loads a run's episodes.
+
+Importing this module does not import torch; `compute_missing` does (through ds_core.evaluate).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoint import CheckpointError, content_hash, read_card
+from .metrics import wald_interval
+from .paper import LABELS, SIZES as PAPER_SIZES, TABLE1, N as PAPER_N
+from .store import ResultsStore, RunKey, StoreError
+from .tasks import (TEST_SET_N, TEST_SET_SIZES, TEST_SET_VERSION, TRAIN_SIZES, TaskError, TaskSpec,
+                    parse_sizes)
+
+SOURCES = ("store", "computed", "eval.json", "missing")
+QUANTITIES = ("p_s", "p_dC", "p_dW", "predicted", "observed")
+QUANTITY_LABELS = {"p_s": "p_s", "p_dC": "p_d|C", "p_dW": "p_d|W", "predicted": "predicted",
+                   "observed": "observed"}
+MAX_SIZES = 16
+MAX_N = 1000
+MAX_SEED = 2**31 - 1
+NAN = float("nan")
+
+
+class CalibrationInputError(TaskError):
+    """A request the page cannot serve (bad sizes, n, seed, temperature): shown as a message."""
+
+
+# --- the request ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """What identifies a run besides checkpoint and size: n, seed and the sampling settings."""
+    n: int = 100
+    seed: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_attempts: int = 4
+    max_new_tokens: int | None = None
+
+    def __post_init__(self):
+        for name, lo, hi in (("n", 1, MAX_N), ("seed", 0, MAX_SEED), ("max_attempts", 1, 32)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise CalibrationInputError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 100:
+            raise CalibrationInputError(f"temperature must be in [0, 100], got {t!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise CalibrationInputError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.max_new_tokens is not None and not (isinstance(self.max_new_tokens, int)
+                                                    and 1 <= self.max_new_tokens <= 1_000_000):
+            raise CalibrationInputError(f"max_new_tokens must be positive, got {self.max_new_tokens!r}")
+        object.__setattr__(self, "temperature", float(t))
+        object.__setattr__(self, "top_p", float(self.top_p))
+
+    def sampling_key(self) -> dict:
+        """Equal to SamplingConfig(...).key() (a test pins this), without importing torch."""
+        return {"temperature": self.temperature, "top_p": self.top_p,
+                "max_attempts": self.max_attempts, "max_new_tokens": self.max_new_tokens}
+
+    def sampling_config(self):
+        from .rollout import SamplingConfig
+        return SamplingConfig(**self.sampling_key())
+
+
+SAMPLING_DEFAULTS = Settings().sampling_key()   # for an eval.json that leaves a setting out
+
+
+def parse_size_list(text: str, max_sizes: int = MAX_SIZES) -> list[TaskSpec]:
+    """'3x3-3x9' or '3x3, 3x5' -> sizes (duplicates dropped, order kept); TaskError when unreadable,
+    empty, or more than `max_sizes`."""
+    specs = parse_sizes(text)
+    out, seen = [], set()
+    for s in specs:
+        if s.name not in seen:
+            seen.add(s.name)
+            out.append(s)
+            if len(out) > max_sizes:
+                raise CalibrationInputError(f"at most {max_sizes} sizes at once (asked for more)")
+    if not out:
+        raise CalibrationInputError("no sizes given: type sizes like '3x3-3x9' or '3x3, 3x5'")
+    return out
+
+
+def task_name(spec: TaskSpec, n: int, seed: int) -> str:
+    """The task part of a run key, as ds_core.evaluate.problems_for names it (a test pins this)."""
+    if spec.name in TEST_SET_SIZES and n <= TEST_SET_N:
+        return f"{spec.name}@test-v{TEST_SET_VERSION}"
+    return f"{spec.name}@sampled-{seed}"
+
+
+def run_key_for(ckpt_hash: str, spec: TaskSpec, settings: Settings) -> RunKey:
+    """The store key ds_core.evaluate.evaluate uses for this cell."""
+    return RunKey(ckpt_hash, task_name(spec, settings.n, settings.seed), settings.sampling_key(),
+                  settings.seed, settings.n)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckpointRef:
+    label: str                  # what the page calls it (the picker's name)
+    path: str
+    hash: str                   # content hash (config, weights, tokenizer)
+    condition: str | None       # the card's condition
+    paper_condition: str | None  # the paper's Table-1 row it corresponds to (None: none)
+
+
+def checkpoint_ref(label: str, path: str | Path) -> CheckpointRef:
+    """Identify a checkpoint directory without loading its model (CheckpointError if not one)."""
+    p = Path(path).expanduser()
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise CheckpointError(f"{p} is not a checkpoint directory (it needs a config.json)")
+    try:
+        h = content_hash(p)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {p}: {e}") from None
+    try:
+        card = read_card(p)
+    except CheckpointError:
+        card = None
+    condition = card.condition if card else None
+    paper = next((c for c in (condition, p.name) if c in TABLE1), None)
+    return CheckpointRef(str(label), str(p), h, condition, paper)
+
+
+_EVAL_MEMO: dict[tuple[str, int, int], dict | None] = {}
+
+
+def read_eval_json(path: str | Path) -> dict | None:
+    """The checkpoint's eval.json as a dict (memoised on mtime/size); None if absent or unreadable."""
+    f = Path(path) / "eval.json"
+    try:
+        st = f.stat()
+    except OSError:
+        return None
+    memo = (str(f.resolve()), st.st_mtime_ns, st.st_size)
+    if memo not in _EVAL_MEMO:
+        try:
+            d = json.loads(f.read_text())
+            _EVAL_MEMO[memo] = d if isinstance(d, dict) and isinstance(d.get("sizes"), dict) else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            _EVAL_MEMO[memo] = None
+    return _EVAL_MEMO[memo]
+
+
+def eval_json_report(ref: CheckpointRef, spec: TaskSpec, settings: Settings) -> dict | None:
+    """eval.json's report for `spec` when it answers this exact request, else None.
+
+    It must be of this content (checkpoint_hash), seed and sampling settings, and its n for the size
+    must equal settings.n; `python -m ds_core report` evaluates the fixed test sets."""
+    d = read_eval_json(ref.path)
+    if d is None or d.get("checkpoint_hash") != ref.hash or d.get("seed") != settings.seed:
+        return None
+    sampling = d.get("sampling") or {}
+    want = settings.sampling_key()
+    try:
+        if any((sampling.get(k) if k in sampling else SAMPLING_DEFAULTS[k]) != v
+               for k, v in want.items()):
+            return None
+    except TypeError:
+        return None
+    rep = d["sizes"].get(spec.name)
+    if not isinstance(rep, dict) or rep.get("n") != settings.n:
+        return None
+    if task_name(spec, settings.n, settings.seed) != f"{spec.name}@test-v{TEST_SET_VERSION}":
+        return None
+    return rep
+
+
+# --- rows ----------------------------------------------------------------------------------------
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return NAN
+    return v
+
+
+def report_row(rep: Mapping) -> dict:
+    """A flat row from a CalibrationReport.to_dict() (the store's summary, eval.json's sizes[...])."""
+    acc = rep.get("accuracy") or {}
+    wald, wilson = acc.get("wald") or (None, None), acc.get("wilson") or (None, None)
+    row = {"n": int(rep["n"]), "k": int(acc["k"]), "accuracy": _num(acc.get("p")),
+           "wald_lo": _num(wald[0]), "wald_hi": _num(wald[1]),
+           "wilson_lo": _num(wilson[0]), "wilson_hi": _num(wilson[1])}
+    for q in QUANTITIES:
+        e = rep.get(q) or {}
+        ci = e.get("ci") or (None, None)
+        row[q], row[f"{q}_lo"], row[f"{q}_hi"] = _num(e.get("value")), _num(ci[0]), _num(ci[1])
+        if q in ("p_s", "p_dC", "p_dW"):
+            row[f"{q}_k"], row[f"{q}_n"] = e.get("k"), e.get("n")
+    row["mean_attempts"] = _num(rep.get("mean_attempts"))
+    row["malformed"] = _num(rep.get("malformed_fraction"))
+    return row
+
+
+def _valid_summary(rep) -> bool:
+    try:
+        report_row(rep)
+        return True
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return False
+
+
+COLUMNS = (["checkpoint", "size", "source", "in_distribution", "n", "k", "accuracy", "wald_lo",
+            "wald_hi", "wilson_lo", "wilson_hi"]
+           + [f"{q}{s}" for q in QUANTITIES for s in ("", "_lo", "_hi")]
+           + ["p_s_k", "p_s_n", "p_dC_k", "p_dC_n", "p_dW_k", "p_dW_n", "mean_attempts", "malformed",
+              "paper_condition", "paper_accuracy", "hash", "path", "run"])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The (checkpoint, size) grid of one request. `frame` has one row per cell (COLUMNS)."""
+    refs: tuple[CheckpointRef, ...]
+    sizes: tuple[str, ...]
+    settings: Settings
+    frame: pd.DataFrame = field(compare=False)
+    missing: tuple[tuple[str, str], ...]     # (checkpoint label, size) of cells with no numbers
+    notes: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        vc = self.frame["source"].value_counts() if len(self.frame) else {}
+        return {s: int(vc.get(s, 0)) for s in SOURCES}
+
+
+def gather(refs: Sequence[CheckpointRef], sizes: Sequence[TaskSpec], settings: Settings,
+           store: ResultsStore | None, computed: Iterable[str] = ()) -> Grid:
+    """Every cell's numbers from the store, else eval.json, else a 'missing' row. Loads no model.
+
+    A store that fails while reading is noted (`notes`) and the rest is served from eval.json."""
+    computed = set(computed)
+    rows, missing, notes = [], [], []
+    for ref in refs:
+        stored: dict[str, object] = {}
+        if store is not None:
+            try:
+                stored = {r.digest: r for r in store.list_runs(ref.hash)}
+            except StoreError as e:
+                notes.append(f"results store unreadable, serving eval.json only: {e}")
+                store = None
+        for spec in sizes:
+            key = run_key_for(ref.hash, spec, settings)
+            digest = key.digest()
+            rec = stored.get(digest)
+            base = {"checkpoint": ref.label, "size": spec.name, "in_distribution": spec.name in TRAIN_SIZES,
+                    "paper_condition": ref.paper_condition, "hash": ref.hash, "path": ref.path,
+                    "run": digest[:12]}
+            paper = TABLE1.get(ref.paper_condition or "")
+            base["paper_accuracy"] = (paper[PAPER_SIZES.index(spec.name)] / 100
+                                      if paper and spec.name in PAPER_SIZES else NAN)
+            if rec is not None and _valid_summary(rec.summary):
+                rows.append({**base, **report_row(rec.summary),
+                             "source": "computed" if digest in computed else "store"})
+                continue
+            if rec is not None:
+                notes.append(f"{ref.label} {spec.name}: stored run {digest[:12]} has no usable "
+                             "summary; recompute it")
+            rep = eval_json_report(ref, spec, settings)
+            if rep is not None and _valid_summary(rep):
+                rows.append({**base, **report_row(rep), "source": "eval.json"})
+                continue
+            rows.append({**base, "source": "missing", "n": settings.n})
+            missing.append((ref.label, spec.name))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for c in COLUMNS:
+        if c not in ("checkpoint", "size", "source", "in_distribution", "paper_condition", "hash",
+                     "path", "run", "n", "k", "p_s_k", "p_s_n", "p_dC_k", "p_dC_n", "p_dW_k",
+                     "p_dW_n"):
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
+    for c in ("n", "k", "p_s_k", "p_s_n", "p_dC_k", "p_dC_n", "p_dW_k", "p_dW_n"):
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("Int64")
+    return Grid(tuple(refs), tuple(s.name for s in sizes), settings, frame, tuple(missing),
+                tuple(dict.fromkeys(notes)))
+
+
+# --- computing -----------------------------------------------------------------------------------
+def missing_episodes(grid: Grid) -> int:
+    return len(grid.missing) * grid.settings.n
+
+
+def compute_missing(grid: Grid, load: Callable[[str], object], store: ResultsStore,
+                    progress: Callable[[int, int, str], None] | None = None,
+                    n_boot: int = 100) -> frozenset[str]:
+    """Sample every missing cell with ds_core.evaluate.evaluate and store it; returns the run
+    digests written. `load(path)` gives a loaded checkpoint (the app's cached loader);
+    `progress(done, total, label)` counts episodes over all checkpoints."""
+    if store is None:
+        raise StoreError("no results store: computed runs could not be kept")
+    from .evaluate import evaluate
+    by_ckpt: dict[str, list[str]] = {}
+    for label, size in grid.missing:
+        by_ckpt.setdefault(label, []).append(size)
+    refs = {r.label: r for r in grid.refs}
+    total, offset = missing_episodes(grid), 0
+    cfg = grid.settings.sampling_config()
+    written: set[str] = set()
+    n = grid.settings.n
+    per_call = max(1, cfg.batch_size // n)    # sizes per evaluate call: about one rollout batch
+    for label, sizes in by_ckpt.items():
+        ckpt = load(refs[label].path)
+        # one evaluate call (and store write) per group of sizes: a run interrupted half-way
+        # (the user changes a control, the server stops) keeps the groups already finished
+        for g0 in range(0, len(sizes), per_call):
+            specs = [TaskSpec.parse(s) for s in sizes[g0:g0 + per_call]]
+
+            def tick(done: int, _total: int, _off=offset, _label=label):
+                if progress:
+                    progress(_off + done, total, _label)
+
+            res = evaluate(ckpt, specs, n=n, cfg=cfg, seed=grid.settings.seed, store=store,
+                           n_boot=n_boot, progress=tick)
+            written |= {s.key.digest() for s in res.sizes}
+            offset += len(specs) * n
+            if progress:
+                progress(offset, total, label)
+    return frozenset(written)
+
+
+# --- views ---------------------------------------------------------------------------------------
+def paper_frame(conditions: Iterable[str], sizes: Sequence[str] = PAPER_SIZES) -> pd.DataFrame:
+    """The paper's Table 1 (Qwen2.5-7B, n = 100) for `conditions` and the sizes it has, long form,
+    with the Wald interval its counts give. Labels read 'paper: RL'."""
+    rows = []
+    for c in conditions:
+        if c not in TABLE1:
+            continue
+        for s in sizes:
+            if s not in PAPER_SIZES:
+                continue
+            k = TABLE1[c][PAPER_SIZES.index(s)]
+            lo, hi = wald_interval(k, PAPER_N)
+            rows.append({"condition": c, "label": f"paper: {LABELS[c]}", "size": s,
+                         "accuracy": k / PAPER_N, "wald_lo": lo, "wald_hi": hi, "n": PAPER_N})
+    return pd.DataFrame(rows, columns=["condition", "label", "size", "accuracy", "wald_lo",
+                                       "wald_hi", "n"])
+
+
+def _pct(x) -> str:
+    return "–" if x is None or pd.isna(x) else f"{100 * float(x):.0f}"
+
+
+def table1_frame(frame: pd.DataFrame, paper_conditions: Iterable[str] = (),
+                 interval: str = "wald", sizes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Table 1 as text cells: one row per checkpoint ('93 (88–98)', accuracy % with the chosen
+    95% interval, blank when missing) and one per paper condition ('paper: RL', plain %)."""
+    if interval not in ("wald", "wilson"):
+        raise ValueError(f"interval must be 'wald' or 'wilson', got {interval!r}")
+    sizes = list(sizes if sizes is not None else dict.fromkeys(frame["size"]))
+    rows = []
+    for label, g in frame.groupby("checkpoint", sort=False):
+        row = {"row": label, "source": ", ".join(sorted(set(g["source"])))}
+        by = g.set_index("size")
+        for s in sizes:
+            if s not in by.index or by.at[s, "source"] == "missing":
+                row[s] = ""
+            else:
+                r = by.loc[s]
+                row[s] = f"{_pct(r['accuracy'])} ({_pct(r[f'{interval}_lo'])}–{_pct(r[f'{interval}_hi'])})"
+        rows.append(row)
+    paper = paper_frame(paper_conditions, sizes)
+    for label, g in paper.groupby("label", sort=False):
+        by = g.set_index("size")
+        rows.append({"row": label, "source": "paper (Qwen2.5-7B)",
+                     **{s: (_pct(by.at[s, "accuracy"]) if s in by.index else "") for s in sizes}})
+    return pd.DataFrame(rows, columns=["row", *sizes, "source"])
+
+
+def calibration_long(frame: pd.DataFrame, quantities: Sequence[str] = ("p_s", "p_dC", "p_dW")
+                     ) -> pd.DataFrame:
+    """One row per (checkpoint, size, quantity) with value and bootstrap (lo, hi); missing cells
+    are left out, undefined values (no attempts of that kind) stay as nan."""
+    have = frame[frame["source"] != "missing"]
+    rows = []
+    for r in have.itertuples(index=False):
+        d = r._asdict()
+        for q in quantities:
+            rows.append({"checkpoint": d["checkpoint"], "size": d["size"], "quantity": q,
+                         "label": QUANTITY_LABELS[q], "value": d[q], "lo": d[f"{q}_lo"],
+                         "hi": d[f"{q}_hi"],
+                         "k": d.get(f"{q}_k"), "of": d.get(f"{q}_n"),
+                         "source": d["source"]})
+    return pd.DataFrame(rows, columns=["checkpoint", "size", "quantity", "label", "value", "lo",
+                                       "hi", "k", "of", "source"])
+
+
+def predicted_observed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Predicted vs observed accuracy per cell with bootstrap intervals and their difference."""
+    have = frame[frame["source"] != "missing"]
+    out = have[["checkpoint", "size", "in_distribution", "predicted", "predicted_lo", "predicted_hi",
+                "observed", "observed_lo", "observed_hi", "mean_attempts", "source"]].copy()
+    out.insert(out.columns.get_loc("mean_attempts"), "predicted_minus_observed",
+               out["predicted"] - out["observed"])
+    return out.reset_index(drop=True)
+
+
+def percent_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The long frame for display: probabilities as % rounded to 0.1, bookkeeping columns last."""
+    out = frame.copy()
+    prob = [c for c in out.columns if c in ("accuracy", "wald_lo", "wald_hi", "wilson_lo",
+                                            "wilson_hi", "paper_accuracy", "malformed")
+            or any(c == q or c in (f"{q}_lo", f"{q}_hi") for q in QUANTITIES)]
+    for c in prob:
+        out[c] = (100 * out[c]).round(1)
+    out["mean_attempts"] = out["mean_attempts"].round(2)
+    return out.rename(columns={c: f"{c} %" for c in prob})

@@ -1,0 +1,580 @@
+"""Custom prompts: read user-supplied problems (CSV, JSONL, TXT or pasted text), run checkpoints on
+them, and tabulate what each checkpoint did on each row.
+
+    prompts = read_upload("probs.csv", data)             # PromptSet: rows, read errors, notes
+    parsed, errors = parse_rows(prompts)                  # typed problems + per-row parse errors
+    run = run_prompts([ckpt_a, ckpt_b], parsed, SamplingConfig(), seed=0, store=store)
+    run.results   # one row per (prompt row, checkpoint): answer, correct, attempts, decisions, ...
+    run.errors    # rows that did not parse, and rows a checkpoint cannot run (context too short)
+    run.summary   # per checkpoint: accuracy with the paper's 95% Wald interval, mean attempts, ...
+
+Input rules (stated in the app too):
+- at most MAX_BYTES (1 MB) per upload and MAX_ROWS (500) non-empty rows; a larger input is refused
+  as a whole with a message (`UploadError`), nothing is run;
+- text must be UTF-8 (a UTF-8 byte-order mark is accepted); binary files (NUL bytes), UTF-16 and
+  other encodings are refused with a message saying what to do;
+- CSV: the column named `prompt` (case-insensitive) holds the problem; without one, the first
+  column is used (its first row is read as a header unless it parses as a problem) and a note says
+  so. An optional `expected` (or `answer`) column is compared with the true answer (the model is
+  always scored against the true a*b / a+b). Malformed CSV (bad quoting) is refused with its line;
+- JSONL: one JSON object per line with a `prompt` key (and optional `expected`/`answer`); a line
+  that is not valid JSON, not an object, or lacks a text `prompt` is a per-row error, the other
+  rows run. A `.json` file holding one JSON list of objects or strings is read too;
+- TXT / pasted text: one problem per line;
+- blank lines are skipped everywhere; row numbers are 1-based line numbers of the source (for CSV,
+  the line the record starts on).
+Each prompt is read by `ds_core.tasks.parse_prompt`: rows it rejects (unknown form, operands
+beyond 12 digits, ...) are listed with its message. A row whose prompt plus one correct attempt
+does not fit a checkpoint's context is listed for that checkpoint and not run.
+
+Sampling: every row of a checkpoint runs in one batched `rollout` call. Each row draws from its
+own random stream named after its problem and occurrence ("custom:123*4567:0"), so a problem gets
+the same episode for the same seed whatever file it sits in or which rows surround it; a repeated
+problem gets a fresh stream per repeat. Results are cached in the results store (blob kind
+`custom_prompts`), keyed by checkpoint content hash, the problems and streams, sampling settings
+and seed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from .tasks import Problem, TaskError, parse_prompt
+
+MAX_BYTES = 1_000_000
+MAX_ROWS = 500
+PREVIEW_CHARS = 80
+CACHE_KIND = "custom_prompts"
+CACHE_VERSION = 1
+FORMATS = ("csv", "jsonl", "json", "txt")
+EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+              ".txt": "txt", ".text": "txt"}
+PROMPT_KEYS = ("prompt",)
+EXPECTED_KEYS = ("expected", "answer", "expected_answer")
+RESULT_COLUMNS = ("row", "prompt", "checkpoint", "size", "answer", "expected", "correct", "attempts",
+                  "decisions", "decision_tokens", "generated_tokens", "decision_share",
+                  "attempt_answers", "flags", "given_answer", "generation")
+ERROR_COLUMNS = ("row", "prompt", "checkpoint", "error")
+SUMMARY_COLUMNS = ("checkpoint", "n", "correct", "accuracy", "wald_lo", "wald_hi", "mean_attempts",
+                   "resampled", "decision_share", "malformed", "not_run", "from_store")
+# row flags added to the episode's own flags (ds_core.episode.FLAGS)
+GIVEN_DIFFERS = "given_answer_differs"        # the file's expected answer is not the true answer
+GIVEN_UNREADABLE = "given_answer_unreadable"  # the file's expected answer is not a number
+
+
+class UploadError(TaskError):
+    """The whole input cannot be read (too large, binary, not UTF-8, malformed CSV, no rows)."""
+
+
+# --- data --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromptRow:
+    row: int                  # 1-based line number in the source
+    prompt: str
+    given: str | None = None  # the source's expected answer, as written (None: not given)
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    prompt: str
+    error: str
+    checkpoint: str = ""      # "" for a row no checkpoint can run (it does not parse)
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "prompt": _preview(self.prompt), "checkpoint": self.checkpoint,
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    source: str                          # file name, or "pasted text"
+    fmt: str                             # csv | jsonl | json | txt
+    rows: tuple[PromptRow, ...]
+    errors: tuple[RowError, ...] = ()    # rows that could not be read at all (JSONL)
+    notes: tuple[str, ...] = ()          # how the input was read (column used, encoding, ...)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows) + len(self.errors)
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    row: int
+    prompt: str
+    problem: Problem
+    given: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomRun:
+    results: pd.DataFrame = field(compare=False)
+    errors: pd.DataFrame = field(compare=False)
+    summary: pd.DataFrame = field(compare=False)
+    settings: dict = field(compare=False)
+    wall_s: float = 0.0
+
+    def to_json(self) -> str:
+        """Settings, per-checkpoint summary, per-row results and errors as one JSON document."""
+        def records(df: pd.DataFrame) -> list[dict]:
+            return [{k: _jsonable(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+        return json.dumps({"settings": self.settings, "summary": records(self.summary),
+                           "results": records(self.results), "errors": records(self.errors)},
+                          indent=1, ensure_ascii=False)
+
+
+def _jsonable(v):
+    if v is None:
+        return None
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _preview(text: str, n: int = PREVIEW_CHARS) -> str:
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+# --- reading -----------------------------------------------------------------------------------
+def decode_bytes(data: bytes, source: str = "the file") -> tuple[str, tuple[str, ...]]:
+    """UTF-8 (or UTF-8 with a byte-order mark) text; anything else raises UploadError."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise UploadError(f"{source}: expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_BYTES:
+        raise UploadError(f"{source} is {len(data):,} bytes; the limit is {MAX_BYTES:,} bytes (1 MB). "
+                          f"Split it into smaller files.")
+    if not data.strip():
+        raise UploadError(f"{source} is empty: nothing to run")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UploadError(f"{source} is UTF-16 text; save it as UTF-8 and upload it again")
+    if b"\x00" in data:
+        raise UploadError(f"{source} looks like a binary file (it contains NUL bytes); upload a "
+                          f"CSV, JSONL or TXT text file")
+    notes: tuple[str, ...] = ()
+    for enc in ("utf-8", "utf-8-sig"):
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError as e:
+            err = e
+            continue
+        if text.startswith("\ufeff"):
+            text, notes = text[1:], ("a UTF-8 byte-order mark was skipped",)
+        return text, notes
+    line = data[:err.start].count(b"\n") + 1
+    raise UploadError(f"{source} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} "
+                      f"cannot be decoded; save the file as UTF-8 and upload it again")
+
+
+def _check_rows(n: int, source: str) -> None:
+    if n > MAX_ROWS:
+        raise UploadError(f"{source} has {n:,} non-empty rows; the limit is {MAX_ROWS}. "
+                          f"Split it into smaller files.")
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+
+
+def _given(v) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, bool):
+        return str(v)
+    s = str(v).strip()
+    return s or None
+
+
+def read_text(text: str, source: str = "pasted text") -> PromptSet:
+    """One problem per line (blank lines skipped)."""
+    if not isinstance(text, str):
+        raise UploadError(f"{source}: expected text, got {type(text).__name__}")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise UploadError(f"{source} is over {MAX_BYTES:,} bytes (1 MB); split it")
+    lines = _lines(text)
+    if not lines:
+        raise UploadError(f"{source} has no prompts (every line is blank)")
+    _check_rows(len(lines), source)
+    return PromptSet(source, "txt", tuple(PromptRow(i, ln.strip()) for i, ln in lines))
+
+
+def _find(keys: Sequence[str], names: Sequence[str]) -> int | None:
+    low = [str(n).strip().lower() for n in names]
+    for k in keys:
+        if k in low:
+            return low.index(k)
+    return None
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_prompt(text)
+        return True
+    except TaskError:
+        return False
+
+
+def read_csv(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
+    sample = text[:8192]
+    delimiter = ","
+    first = sample.splitlines()[0] if sample.splitlines() else ""
+    if "\t" in first and "," not in first:
+        delimiter = "\t"
+    elif ";" in first and "," not in first:
+        delimiter = ";"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        line = 1
+        for rec in reader:
+            if any(c.strip() for c in rec):
+                records.append((line, rec))
+                if len(records) > MAX_ROWS + 1:   # +1: a header
+                    raise UploadError(f"{source} has more than {MAX_ROWS} non-empty rows; the limit "
+                                      f"is {MAX_ROWS}. Split it into smaller files.")
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise UploadError(f"{source} is not a well-formed CSV file: {e} (near line {reader.line_num}); "
+                          f"quote fields that contain the delimiter, or upload a TXT file with one "
+                          f"problem per line") from None
+    if not records:
+        raise UploadError(f"{source} has no rows")
+    header = records[0][1]
+    col = _find(PROMPT_KEYS, header)
+    notes = tuple(notes)
+    if col is not None:
+        body, exp = records[1:], _find(EXPECTED_KEYS, header)
+        if exp == col:
+            exp = None
+    else:
+        col, exp = 0, None
+        if _parses(header[0]):
+            body = records
+            notes += ("no 'prompt' column and no header row: the first column is used as the prompt",)
+        else:
+            body = records[1:]
+            exp = _find(EXPECTED_KEYS, header)
+            if exp == col:
+                exp = None
+            notes += (f"no 'prompt' column: the first column ({_preview(header[0].strip(), 40)!r}) "
+                      f"is used as the prompt",)
+    if not body:
+        raise UploadError(f"{source} has a header but no data rows")
+    _check_rows(len(body), source)
+    rows, errors = [], []
+    for line, rec in body:
+        if col >= len(rec) or not rec[col].strip():
+            errors.append(RowError(line, delimiter.join(rec), "no prompt in this row's prompt column"))
+            continue
+        given = _given(rec[exp]) if exp is not None and exp < len(rec) else None
+        rows.append(PromptRow(line, rec[col].strip(), given))
+    if delimiter != ",":
+        notes += (f"read as {'tab' if delimiter == chr(9) else repr(delimiter)}-separated values",)
+    return PromptSet(source, "csv", tuple(rows), tuple(errors), notes)
+
+
+def _from_obj(line: int, obj, raw: str) -> PromptRow | RowError:
+    if isinstance(obj, str):
+        return RowError(line, raw, "a JSON string, expected an object with a 'prompt' key "
+                                   "(like {\"prompt\": \"123*456\"})")
+    if not isinstance(obj, dict):
+        kind = {list: "an array", int: "a number", float: "a number", bool: "a boolean",
+                type(None): "null"}.get(type(obj), type(obj).__name__)
+        return RowError(line, raw, f"{kind}, expected a JSON object with a 'prompt' key")
+    keys = {str(k).strip().lower(): v for k, v in obj.items()}
+    if "prompt" not in keys:
+        return RowError(line, raw, f"object has no 'prompt' key (keys: {', '.join(map(str, obj)) or 'none'})")
+    p = keys["prompt"]
+    if not isinstance(p, str):
+        return RowError(line, raw, f"'prompt' must be text, got {type(p).__name__}")
+    if not p.strip():
+        return RowError(line, raw, "'prompt' is empty")
+    given = next((_given(keys[k]) for k in EXPECTED_KEYS if k in keys), None)
+    return PromptRow(line, p.strip(), given)
+
+
+def read_jsonl(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
+    lines = _lines(text)
+    if not lines:
+        raise UploadError(f"{source} has no rows")
+    _check_rows(len(lines), source)
+    rows, errors = [], []
+    for i, ln in lines:
+        try:
+            obj = json.loads(ln)
+        except (ValueError, RecursionError) as e:
+            errors.append(RowError(i, ln, f"not valid JSON ({getattr(e, 'msg', e)})"))
+            continue
+        r = _from_obj(i, obj, ln)
+        (errors if isinstance(r, RowError) else rows).append(r)
+    return PromptSet(source, "jsonl", tuple(rows), tuple(errors), tuple(notes))
+
+
+def read_json(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
+    """A JSON list of objects (with 'prompt') or of strings; anything else is tried as JSONL."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return read_jsonl(text, source, tuple(notes) + ("not one JSON document: read as JSON Lines",))
+    if isinstance(doc, dict):
+        return read_jsonl(text, source, notes)
+    if not isinstance(doc, list):
+        raise UploadError(f"{source} holds a single JSON {type(doc).__name__}; expected a list of "
+                          f"objects with a 'prompt' key, or JSON Lines")
+    _check_rows(len(doc), source)
+    rows, errors = [], []
+    for i, obj in enumerate(doc, 1):   # row = position in the list
+        if isinstance(obj, str):
+            if obj.strip():
+                rows.append(PromptRow(i, obj.strip()))
+            continue
+        r = _from_obj(i, obj, json.dumps(obj, ensure_ascii=False)[:200])
+        (errors if isinstance(r, RowError) else rows).append(r)
+    if not rows and not errors:
+        raise UploadError(f"{source} holds an empty list")
+    return PromptSet(source, "json", tuple(rows), tuple(errors),
+                     tuple(notes) + ("rows are numbered by position in the JSON list",))
+
+
+def detect_format(name: str, text: str) -> str:
+    ext = PurePath(name or "").suffix.lower()
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if first.startswith("{"):
+        return "jsonl"
+    if first.startswith("["):
+        return "json"
+    return "txt"
+
+
+def read_upload(name: str, data: bytes) -> PromptSet:
+    """Read an uploaded file (format from its extension; unknown extensions are sniffed)."""
+    source = PurePath(name or "upload").name or "upload"
+    text, notes = decode_bytes(data, source)
+    fmt = detect_format(source, text)
+    if fmt == "csv":
+        return read_csv(text, source, notes)
+    if fmt == "jsonl":
+        return read_jsonl(text, source, notes)
+    if fmt == "json":
+        return read_json(text, source, notes)
+    ps = read_text(text, source)
+    return PromptSet(ps.source, ps.fmt, ps.rows, ps.errors, notes + ps.notes)
+
+
+def parse_rows(prompts: PromptSet) -> tuple[tuple[ParsedPrompt, ...], tuple[RowError, ...]]:
+    """Parse every row with `parse_prompt`; rows that fail come back as errors (with the read errors)."""
+    ok, errors = [], list(prompts.errors)
+    for r in prompts.rows:
+        try:
+            ok.append(ParsedPrompt(r.row, r.prompt, parse_prompt(r.prompt), r.given))
+        except TaskError as e:
+            errors.append(RowError(r.row, r.prompt, str(e)))
+    errors.sort(key=lambda e: e.row)
+    return tuple(ok), tuple(errors)
+
+
+# --- running -----------------------------------------------------------------------------------
+def _given_flags(given: str | None, problem: Problem) -> list[str]:
+    if given is None:
+        return []
+    s = re.sub(r"[\s,_]", "", given)
+    if s.endswith(".0"):
+        s = s[:-2]
+    if not s.isdigit():
+        return [GIVEN_UNREADABLE]
+    return [] if int(s) == problem.answer else [GIVEN_DIFFERS]
+
+
+def streams_for(prompts: Sequence[ParsedPrompt]) -> list[str]:
+    """One random stream per row, named after its problem and how often it occurred before."""
+    seen: Counter = Counter()
+    out = []
+    for p in prompts:
+        name = f"{p.problem.a}{p.problem.op}{p.problem.b}"
+        out.append(f"custom:{name}:{seen[name]}")
+        seen[name] += 1
+    return out
+
+
+def min_tokens(ckpt, problem: Problem) -> int:
+    """Tokens a problem needs at least: its prompt, one correct attempt and one decision token."""
+    from .formats import DSFormat
+    from .rollout import prompt_prefix
+    n = len(prompt_prefix(ckpt.format, ckpt.tokenizer, problem).ids) + 1
+    if isinstance(ckpt.format, DSFormat):
+        n += len(ckpt.format.attempt_text(problem))
+    return n
+
+
+def _label(ckpt) -> str:
+    return getattr(getattr(ckpt, "path", None), "name", None) or getattr(ckpt, "name", "checkpoint")
+
+
+def _episode_row(ep) -> dict:
+    gen = len(ep.token_ids) - ep.prompt_len
+    n_dec = sum(1 for r in ep.roles[ep.prompt_len:] if r == "decision")
+    return {"answer": None if ep.final_answer is None else str(ep.final_answer),
+            "correct": bool(ep.correct), "attempts": ep.n_attempts,
+            "decisions": ",".join(d.verdict for d in ep.decisions),
+            "decision_tokens": n_dec, "generated_tokens": gen,
+            "decision_share": n_dec / gen if gen else float("nan"),
+            "attempt_answers": ",".join("?" if a.answer is None else str(a.answer) for a in ep.attempts),
+            "ep_flags": list(ep.flags), "malformed": bool(ep.malformed), "generation": ep.text}
+
+
+def _cache_key(ckpt, prompts, streams, cfg, seed) -> dict:
+    return {"v": CACHE_VERSION, "checkpoint": ckpt.hash,
+            "problems": [[p.problem.a, p.problem.op, p.problem.b, s] for p, s in zip(prompts, streams)],
+            "sampling": cfg.key(), "seed": int(seed)}
+
+
+def sampling_config(cfg=None):
+    """A SamplingConfig from None (defaults), a SamplingConfig, or a mapping of its fields (so a
+    caller need not import torch to describe settings). Bad values raise RolloutError."""
+    from .rollout import RolloutError, SamplingConfig
+    if cfg is None:
+        return SamplingConfig()
+    if isinstance(cfg, SamplingConfig):
+        return cfg
+    if not isinstance(cfg, Mapping):
+        raise RolloutError(f"sampling settings must be a mapping, got {type(cfg).__name__}")
+    unknown = set(cfg) - set(SamplingConfig.__dataclass_fields__)
+    if unknown:
+        raise RolloutError(f"unknown sampling settings: {', '.join(sorted(map(str, unknown)))}")
+    return SamplingConfig(**cfg)
+
+
+def run_checkpoint(ckpt, prompts: Sequence[ParsedPrompt], cfg=None, seed: int = 0, store=None,
+                   progress: Callable[[int], None] | None = None) -> tuple[list[dict], bool]:
+    """Model outputs (one dict per prompt, in order) of one checkpoint, from one batched rollout,
+    or from the results store when this exact request ran before. Returns (rows, from_store)."""
+    from .rollout import rollout
+    cfg = sampling_config(cfg)
+    streams = streams_for(prompts)
+    key = _cache_key(ckpt, prompts, streams, cfg, seed)
+    if store is not None and prompts:
+        hit = store.get_blob(CACHE_KIND, key)
+        if hit is not None and len(hit.get("rows", ())) == len(prompts):
+            if progress:
+                progress(len(prompts))
+            return hit["rows"], True
+    if not prompts:
+        return [], False
+    eps = rollout(ckpt.model, ckpt.tokenizer, ckpt.format, [p.problem for p in prompts], cfg,
+                  seed=seed, progress=progress, streams=streams)
+    rows = [_episode_row(ep) for ep in eps]
+    if store is not None:
+        store.put_blob(CACHE_KIND, key, {"rows": rows})
+    return rows, False
+
+
+def run_prompts(checkpoints: Sequence, prompts: Sequence[ParsedPrompt], cfg=None, seed: int = 0,
+                store=None, parse_errors: Sequence[RowError] = (),
+                progress: Callable[[str, int, int], None] | None = None) -> CustomRun:
+    """Run every checkpoint on every prompt (one batched rollout per checkpoint). `cfg`: a
+    SamplingConfig, a mapping of its fields, or None for the defaults.
+
+    `progress(checkpoint_label, done, total)` is called as episodes finish, `done`/`total`
+    counted over all checkpoints. Rows that do not fit a checkpoint's context become errors.
+    """
+    from .model import context_length
+    cfg = sampling_config(cfg)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise TaskError(f"seed must be a non-negative integer, got {seed!r}")
+    t0 = time.perf_counter()
+    plans = []
+    errors = [e.to_dict() for e in parse_errors]
+    for ck in checkpoints:
+        label, ctx = _label(ck), context_length(ck.model)
+        runnable = []
+        for p in prompts:
+            need = min_tokens(ck, p.problem)
+            if need > ctx:
+                errors.append(RowError(p.row, p.prompt, f"needs at least {need} tokens (prompt, one "
+                                       f"attempt, one decision); the context of {label} is {ctx}",
+                                       label).to_dict())
+            else:
+                runnable.append(p)
+        plans.append((ck, label, runnable))
+    total = sum(len(r) for _, _, r in plans)
+    done = 0
+    results, summary = [], []
+    for ck, label, runnable in plans:
+        def tick(k: int, label=label):
+            nonlocal done
+            done += k
+            if progress:
+                progress(label, min(done, total), total)
+        before = done
+        outs, from_store = run_checkpoint(ck, runnable, cfg, seed, store, tick)
+        done = before + len(runnable)
+        if progress:
+            progress(label, done, total)
+        for p, o in zip(runnable, outs):
+            flags = list(o["ep_flags"]) + _given_flags(p.given, p.problem)
+            results.append({"row": p.row, "prompt": p.prompt, "checkpoint": label,
+                            "size": p.problem.size, "answer": o["answer"],
+                            "expected": str(p.problem.answer), "correct": o["correct"],
+                            "attempts": o["attempts"], "decisions": o["decisions"],
+                            "decision_tokens": o["decision_tokens"],
+                            "generated_tokens": o["generated_tokens"],
+                            "decision_share": o["decision_share"],
+                            "attempt_answers": o["attempt_answers"], "flags": ",".join(flags),
+                            "given_answer": p.given, "generation": o["generation"],
+                            "_malformed": o["malformed"]})
+        summary.append(_summary_row(label, [r for r in results if r["checkpoint"] == label],
+                                    len(prompts) - len(runnable), from_store))
+    res = pd.DataFrame(results, columns=list(RESULT_COLUMNS) + ["_malformed"])
+    res = res.drop(columns="_malformed").sort_values(["row", "checkpoint"], kind="stable")
+    res = res.reset_index(drop=True)
+    err = pd.DataFrame(errors, columns=list(ERROR_COLUMNS)).sort_values(["row", "checkpoint"],
+                                                                        kind="stable")
+    settings = {"sampling": cfg.key(), "seed": int(seed),
+                "checkpoints": {_label(c): {"path": str(getattr(c, "path", "")), "hash": c.hash}
+                                for c in checkpoints},
+                "rows": len(prompts) + len(parse_errors), "parsed": len(prompts)}
+    return CustomRun(res, err.reset_index(drop=True), pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS)),
+                     settings, time.perf_counter() - t0)
+
+
+def _summary_row(label: str, rows: list[dict], not_run: int, from_store: bool) -> dict:
+    from .metrics import accuracy
+    n = len(rows)
+    k = sum(1 for r in rows if r["correct"])
+    acc = accuracy(k, n)
+    gen = sum(r["generated_tokens"] for r in rows)
+    return {"checkpoint": label, "n": n, "correct": k, "accuracy": acc.p,
+            "wald_lo": acc.wald[0], "wald_hi": acc.wald[1],
+            "mean_attempts": sum(r["attempts"] for r in rows) / n if n else float("nan"),
+            "resampled": sum(1 for r in rows if "RESAMPLE" in r["decisions"]) / n if n else float("nan"),
+            "decision_share": sum(r["decision_tokens"] for r in rows) / gen if gen else float("nan"),
+            "malformed": sum(1 for r in rows if r["_malformed"]) / n if n else float("nan"),
+            "not_run": not_run, "from_store": from_store}
+
+
+def errors_frame(errors: Sequence[RowError]) -> pd.DataFrame:
+    return pd.DataFrame([e.to_dict() for e in errors], columns=list(ERROR_COLUMNS))
+
+
+def preview_frame(prompts: Sequence[ParsedPrompt]) -> pd.DataFrame:
+    """The rows that will run: row, prompt, problem, size, expected answer."""
+    return pd.DataFrame([{"row": p.row, "prompt": _preview(p.prompt), "problem": p.problem.display,
+                          "size": p.problem.size, "expected": str(p.problem.answer),
+                          "given_answer": p.given} for p in prompts],
+                        columns=["row", "prompt", "problem", "size", "expected", "given_answer"])

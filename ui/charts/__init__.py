@@ -1,0 +1,1 @@
+"""Chart builders: plain functions DataFrame -> plotly Figure, one module per page."""
