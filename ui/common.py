@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,13 +23,24 @@ log = logging.getLogger("ds_lens.app")
 USER_CHECKPOINTS = "user_checkpoints"   # st.session_state key: list[str] of extra checkpoint dirs
 
 # Errors a user can cause; anything listed here is shown as a message, never as a traceback.
+# (module, class): a class whose module has not been imported cannot have been raised, so only
+# loaded modules are looked at (the check never imports torch).
+USER_ERRORS = [
+    ("ds_core.checkpoint", "CheckpointError"), ("ds_core.store", "StoreError"),
+    ("ds_core.tasks", "TaskError"), ("ds_core.rollout", "RolloutError"),
+    ("ds_core.attribution", "AttributionError"), ("ds_core.input_attribution", "InputAttributionError"),
+    ("ds_core.compare", "CompareError"), ("ds_core.explorer_decisions", "ExplorerError"),
+    ("ds_core.balance", "BalanceError"),
+]
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ds_core.attribution import AttributionError
-    from ds_core.input_attribution import InputAttributionError
-    from ds_core.rollout import RolloutError
-    from ds_core.tasks import TaskError
-    return (CheckpointError, StoreError, TaskError, RolloutError, AttributionError,
-            InputAttributionError, UnicodeDecodeError)
+    out: list[type[BaseException]] = [UnicodeDecodeError]
+    for mod, name in USER_ERRORS:
+        cls = getattr(sys.modules.get(mod), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            out.append(cls)
+    return tuple(out)
 
 
 # --- cached resources --------------------------------------------------------------------------
