@@ -12,6 +12,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call, jvp, vmap
 
+from .locks import MODEL_LOCK
 from .model import context_length
 from .objectives import OBJECTIVES, token_logprobs
 
@@ -38,6 +39,13 @@ def _unwrap(obj):
 def autodiff_attention(model):
     """Eval mode, eager attention (and the math SDPA kernel for anything still calling SDPA) for
     the duration; the model's own attention implementation and train/eval mode are restored."""
+    with MODEL_LOCK:
+        with _autodiff_attention(model) as attn:
+            yield attn
+
+
+@contextmanager
+def _autodiff_attention(model):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     cfg = getattr(model, "config", None)
     prev = getattr(cfg, "_attn_implementation", None)

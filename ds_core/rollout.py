@@ -20,6 +20,7 @@ import torch
 from .episode import Episode
 from .formats import DSFormat
 from .kvcache import GrowingCache
+from .locks import MODEL_LOCK
 from .model import context_length
 from .tasks import Problem
 from .tokenizer import decision_token_ids
@@ -124,9 +125,10 @@ def rollout(model, tokenizer, fmt, requests: Sequence[Problem | Prefix], cfg: Sa
     order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i].ids) + budgets[i], i))
     for b0 in range(0, len(order), cfg.batch_size):
         rows = order[b0:b0 + cfg.batch_size]
-        for i, ep in zip(rows, _rollout_batch(model, tokenizer, fmt, [prefixes[i] for i in rows],
-                                              [budgets[i] for i in rows], [streams[i] for i in rows],
-                                              cfg, seed, progress)):
+        with MODEL_LOCK:  # another session may be attributing with this model (ds_core.locks)
+            batch = _rollout_batch(model, tokenizer, fmt, [prefixes[i] for i in rows],
+                                   [budgets[i] for i in rows], [streams[i] for i in rows], cfg, seed, progress)
+        for i, ep in zip(rows, batch):
             out[i] = ep
     return out  # type: ignore[return-value]
 

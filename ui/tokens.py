@@ -60,10 +60,10 @@ def token_html(df: pd.DataFrame, value: str | None = None, hover: list[str] | tu
     return "".join(parts)
 
 
-def legend_html() -> str:
+def legend_html(scale_note: str = "|value| relative to the largest in the episode") -> str:
     items = "".join(f'<span style="color:{c};border-bottom:2px solid {c};margin-right:1em">{r}</span>'
                     for r, c in ROLE_COLOURS.items())
     return (f'<div style="font-size:0.85rem">role: {items} &nbsp; shading: '
             f'<span style="background:rgba(220,38,38,0.6)">&nbsp;positive&nbsp;</span> '
             f'<span style="background:rgba(37,99,235,0.6)">&nbsp;negative&nbsp;</span> '
-            f'(|value| relative to the largest in the episode)</div>')
+            f'({html.escape(scale_note)})</div>')
