@@ -85,8 +85,22 @@ def browser_page(width: int = 1400, height: int = 1000):
             browser.close()
 
 
-def wait_idle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until the script run finishes (Streamlit shows a 'Running...' status widget while busy)."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+STATUS = '[data-testid="stStatusWidget"]'   # Streamlit's "Running..." indicator
+_BUSY_JS = ("() => !!document.querySelector('[data-testid=\"stStatusWidget\"]') || "
+            "document.querySelectorAll('[data-stale=\"true\"]').length > 0")
+
+
+def wait_idle(page, timeout_ms: int = 120_000, quiet_ms: int = 1_000) -> None:
+    """Wait for the script run that a click or navigation started to finish. A run shows stale
+    elements at once and the running indicator after ~0.5 s; done = it was seen busy and is no
+    longer, or it never looked busy within `quiet_ms` (a quick run)."""
+    t0 = time.perf_counter()
+    seen = False
+    while (time.perf_counter() - t0) * 1000 < timeout_ms:
+        busy = page.evaluate(_BUSY_JS)
+        if busy:
+            seen = True
+        elif seen or (time.perf_counter() - t0) * 1000 > quiet_ms:
+            return
+        page.wait_for_timeout(50)
+    raise TimeoutError(f"the app was still running after {timeout_ms / 1000:.0f} s")

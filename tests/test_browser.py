@@ -55,9 +55,10 @@ UPLOAD = Path(__file__).resolve().parent / "data" / "uploads" / "good.csv"
 
 
 def click_and_wait(page, button: str, text: str, timeout_ms: int = 180_000) -> None:
+    """Click, wait for the run it starts to finish, then for `text` (timed by the caller)."""
     page.get_by_role("button", name=button, exact=True).click()
-    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout_ms)
     wait_idle(page, timeout_ms)
+    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout_ms)
 
 
 def no_exceptions(page) -> None:
@@ -75,6 +76,26 @@ def test_app_end_to_end(tmp_path):
         page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)  # checkpoints (a canvas)
         no_exceptions(page)
         shot(page, "home")
+
+        # Episode explorer: run an episode (cold: loads rl and its reference), then the counterfactual
+        timer.measure("explorer first render", lambda: goto(page, url + "/Episode_explorer", "Run episode"))
+        timer.measure("explorer run episode (cold models)",
+                      lambda: click_and_wait(page, "Run episode", "Gradient attribution"))
+        page.get_by_text("Decision tokens").first.wait_for(timeout=60_000)
+        no_exceptions(page)
+        shot(page, "episode_explorer")
+        timer.measure("explorer counterfactual",
+                      lambda: click_and_wait(page, "Force the opposite verdict", "forced at token"))
+        no_exceptions(page)
+        timer.measure("explorer warm rerun (same episode)",
+                      lambda: click_and_wait(page, "Run episode", "Gradient attribution"))
+
+        # Compare checkpoints: same prompt and seed through sft_reflection and rl, teacher-forced
+        timer.measure("compare first render", lambda: goto(page, url + "/Compare_checkpoints", "Compare"))
+        timer.measure("compare run", lambda: click_and_wait(page, "Compare", "Teacher-forced on one transcript"))
+        page.get_by_text("attribution on the same transcript").first.wait_for(timeout=60_000)
+        no_exceptions(page)
+        shot(page, "compare_checkpoints")
 
         # Custom prompts: upload a file, run it, get the results table and downloads
         timer.measure("custom prompts first render", lambda: goto(page, url + "/Custom_prompts", "Run prompts"))
