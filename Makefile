@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: install app test bench eval clean-venv
+.PHONY: install app test bench eval clean-venv screenshots
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,8 @@ eval: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# README screenshots and browser timings: the end-to-end browser test with screenshots on
+# (needs Debian's chromium: apt-get install chromium).
+screenshots: $(STAMP)
+	DS_LENS_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_browser.py -q -s

@@ -2,7 +2,8 @@
 teacher-forced on one transcript (per-token Δ log-prob, decision-token probabilities, Δ gradient
 attribution), so that a difference is about the model, not the sample.
 
-Pages only draw: sampling, scoring and attribution live in ds_core.compare.
+Pages only draw: sampling lives in ds_core.compare, scoring in ds_core.compare_teacher_forcing,
+attribution in ds_core.compare_attribution.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import streamlit as st
 
 from ds_core.checkpoint import content_hash
-from ds_core.compare import (CompareError, attribution_comparison, cross_likelihood, default_advantage,
-                             episode_frame, outcome_frame, outcome_line, pick_problem, sample_episode,
-                             score, teacher_force_scores, vocab_problem)
+from ds_core.compare import (CompareError, episode_frame, outcome_frame, outcome_line, pick_problem,
+                             sample_episode, vocab_problem)
+from ds_core.compare_attribution import attribution_comparison, default_advantage
+from ds_core.compare_teacher_forcing import cross_likelihood, score, teacher_force_scores
 from ds_core.tasks import OOD_SIZES, TEST_SET_N, TEST_SET_SIZES, TRAIN_SIZES, Problem
 from ui.charts.compare import (attribution_figures_chart, cross_chart, decision_chart, delta_chart,
                                role_delta_chart, share_diff_chart)

@@ -1,7 +1,8 @@
 """Custom prompts: run one or more checkpoints on your own problems (upload or paste), see what each
 one answered, how many attempts it took and which decisions (STOP / RESAMPLE) it made.
 
-Pages only draw: reading, parsing and running live in ds_core.custom_prompts.
+Pages only draw: reading and parsing live in ds_core.custom_prompts_upload, running in
+ds_core.custom_prompts_run.
 """
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import time
 
 import streamlit as st
 
-from ds_core.custom_prompts import (MAX_BYTES, MAX_ROWS, UploadError, errors_frame, parse_rows, preview_frame,
-                                    read_text, read_upload, run_prompts)
+from ds_core.custom_prompts_run import run_prompts
+from ds_core.custom_prompts_upload import (MAX_BYTES, MAX_ROWS, UploadError, errors_frame, parse_rows,
+                                           preview_frame, read_text, read_upload)
 from ds_core.tasks import EXAMPLE_PROMPTS
 from ui.common import chart, get_checkpoint, pick_checkpoints, results_store, table, user_errors
 

@@ -1,7 +1,8 @@
 """Calibration: accuracy per size (Table 1) and the calibration model p_s, p_d|C, p_d|W with the
 predicted accuracy (Figures 2-3), for any checkpoints, served from the results store.
 
-Pages only draw: the numbers come from ds_core.calibration, the charts from ui.charts.calibration.
+Pages only draw: the numbers come from ds_core.calibration (the frames shown from
+ds_core.calibration_views), the charts from ui.charts.calibration.
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ if _ROOT not in sys.path:  # run as a page or alone (AppTest): ds_core and ui li
 
 import streamlit as st  # noqa: E402
 
-from ds_core.calibration import (MAX_N, MAX_SEED, CheckpointRef, Settings, calibration_long,  # noqa: E402
-                                 checkpoint_ref, compute_missing, gather, missing_episodes,
-                                 paper_frame, parse_size_list, percent_view, predicted_observed,
-                                 table1_frame)
+from ds_core.calibration import (MAX_N, MAX_SEED, CheckpointRef, Settings, checkpoint_ref,  # noqa: E402
+                                 compute_missing, gather, missing_episodes, parse_size_list)
+from ds_core.calibration_views import (calibration_long, paper_frame, percent_view,  # noqa: E402
+                                       predicted_observed, table1_frame)
 from ds_core.checkpoint import CheckpointError  # noqa: E402
 from ds_core.paper import LABELS  # noqa: E402
 from ds_core.store import StoreError  # noqa: E402

@@ -1,6 +1,7 @@
 """Gradient balance: the paper's Figure-1 toy, the length sweep, and dataset-level distributions
-of the sampling:decision gradient ratio per objective. Everything is computed in ds_core.balance;
-this page only draws."""
+of the sampling:decision gradient ratio per objective. Everything is computed in ds_core.balance and
+its sibling modules (balance_toy, balance_sweep, balance_dataset, balance_results); this page only
+draws."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,12 @@ import pandas as pd
 import streamlit as st
 
 from ds_core import balance as B
+from ds_core import balance_dataset as BD
+from ds_core import balance_results as BR
+from ds_core import balance_sweep as BS
+from ds_core import balance_toy as BT
 from ds_core.checkpoint import SHIPPED_DIR, content_hash
+from ds_core.toy import ToyConfig
 from ui.charts import balance as C
 from ui.common import chart, get_checkpoint, pick_checkpoint, results_store, table, user_errors
 
@@ -37,18 +43,18 @@ def fmt(x, digits: int = 3) -> str:
 
 
 SWEEP_STATES = 30   # recorded toy steps re-evaluated per L in the "same states" sweep
-DEMOS = {"reflection traces (0/1/2 wrong attempts: 0.4/0.4/0.2)": B.REFLECTION_DEMOS,
-         "one correct attempt (SFT without reflection)": B.SINGLE_DEMOS}
+DEMOS = {"reflection traces (0/1/2 wrong attempts: 0.4/0.4/0.2)": BT.REFLECTION_DEMOS,
+         "one correct attempt (SFT without reflection)": BT.SINGLE_DEMOS}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def toy(cfg_items: tuple, demo: tuple) -> B.ToyView:
-    return B.toy_view(B.ToyConfig(**dict(cfg_items)), demo)
+def toy(cfg_items: tuple, demo: tuple) -> BT.ToyView:
+    return BT.toy_view(ToyConfig(**dict(cfg_items)), demo)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def toy_sweep(cfg_items: tuple, lengths: tuple, mode: str, demo: tuple) -> pd.DataFrame:
-    return B.toy_length_sweep(B.ToyConfig(**dict(cfg_items)), lengths, mode=mode, demo_wrong=demo,
+    return BT.toy_length_sweep(ToyConfig(**dict(cfg_items)), lengths, mode=mode, demo_wrong=demo,
                               max_states=SWEEP_STATES)
 
 
@@ -69,23 +75,23 @@ def shipped(path: str, mtime: float) -> B.Shipped:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def stored_dataset(path: str, digest: str, sizes: str, n: int, objectives: tuple):
-    return B.stored_dataset(results_store(), path, sizes, n, objectives)
+    return BD.stored_dataset(results_store(), path, sizes, n, objectives)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def stored_sweep(path: str, digest: str, sizes: str, per_size: int, n_wrong: int, objectives: tuple):
-    return B.stored_length_sweep(results_store(), path, sizes, per_size, n_wrong, objectives)
+    return BS.stored_length_sweep(results_store(), path, sizes, per_size, n_wrong, objectives)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def sweep_figure(frame: pd.DataFrame, metric: str):
-    return C.sweep_fig(frame, metric=metric, labels=B.OBJECTIVE_LABELS)
+    return C.sweep_fig(frame, metric=metric, labels=BR.OBJECTIVE_LABELS)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def dataset_figure(frame: pd.DataFrame, metric: str, kind: str, facet: str, colour: str):
     return C.dataset_fig(frame, metric=metric, kind=kind, facet=None if facet == "none" else facet,
-                         colour=None if colour == "none" else colour, labels=B.OBJECTIVE_LABELS)
+                         colour=None if colour == "none" else colour, labels=BR.OBJECTIVE_LABELS)
 
 
 def progress_bar(text: str):
@@ -97,7 +103,7 @@ def load_shipped_or_none() -> B.Shipped | None:
     p = B.SHIPPED_FILE
     try:
         return shipped(str(p), p.stat().st_mtime if p.is_file() else 0.0)
-    except B.BalanceError as e:
+    except BR.BalanceError as e:
         st.warning(f"Shipped precompute unavailable: {e}")
         return None
 
@@ -122,7 +128,7 @@ def shipped_caption(sh: B.Shipped, part: str) -> None:
 
 
 def objective_label(o: str) -> str:
-    return B.OBJECTIVE_LABELS.get(o, o)
+    return BR.OBJECTIVE_LABELS.get(o, o)
 
 
 # ------------------------------------------------------------------------------- page
@@ -139,7 +145,7 @@ st.markdown(
 VIEWS = ("Toy (Figure 1)", "Length sweep", "Dataset distributions")
 TOY_CFG, TOY_DEMO = "balance_toy_cfg", "balance_toy_demo"   # the toy settings, kept across views
 view_name = st.radio("view", VIEWS, horizontal=True, key="balance_view", label_visibility="collapsed")
-defaults = asdict(B.ToyConfig())
+defaults = asdict(ToyConfig())
 saved = {**defaults, **st.session_state.get(TOY_CFG, {})}
 values = dict(saved)
 demo_name = st.session_state.get(TOY_DEMO, list(DEMOS)[0])
@@ -152,13 +158,13 @@ if view_name == VIEWS[0]:
         "reset to the current logits every few steps (`ds_core/toy.py`). Exact expectations by "
         "default. The paper does not publish its toy's settings; these defaults show its picture.")
     if st.button("Reset toy settings to the defaults", key="toy_reset"):
-        for c in B.TOY_CONTROLS:
+        for c in BT.TOY_CONTROLS:
             st.session_state.pop(f"toy_{c.name}", None)
         st.session_state.pop("toy_demo", None)
         saved, demo_name = dict(defaults), list(DEMOS)[0]
     with st.expander("Toy settings (ToyConfig)", expanded=True):
         cols = st.columns(4)
-        for i, c in enumerate(B.TOY_CONTROLS):
+        for i, c in enumerate(BT.TOY_CONTROLS):
             col = cols[i % 4]
             key = f"toy_{c.name}"
             if c.kind == "choice":
@@ -175,7 +181,7 @@ if view_name == VIEWS[0]:
                                  index=list(DEMOS).index(demo_name), key="toy_demo",
                                  help="The toy of Figure 1 has no SFT; we add the SFT gradient of the "
                                       "expected token-summed log-likelihood of these demonstrations "
-                                      "at each step's logits (ds_core/balance.py).")
+                                      "at each step's logits (ds_core/balance_toy.py).")
     st.session_state[TOY_CFG], st.session_state[TOY_DEMO] = dict(values), demo_name
 demo = tuple(DEMOS[demo_name])
 cfg_items = tuple(sorted(values.items()))
@@ -183,7 +189,7 @@ cfg_items = tuple(sorted(values.items()))
 if view_name == VIEWS[0]:
     view = None
     with errors("Toy"):
-        B.ToyConfig(**values)  # validates (ValueError -> message)
+        ToyConfig(**values)  # validates (ValueError -> message)
         view = toy(cfg_items, demo)
     if view is not None:
         s = view.summary
@@ -230,23 +236,23 @@ if view_name == VIEWS[1]:
         "trained afresh for every L (the states differ as well).")
     lc = st.columns([2, 1])
     lengths = lc[0].multiselect("attempt lengths L", [1, 2, 4, 8, 16, 32, 64, 128, 256],
-                                default=list(B.DEFAULT_LENGTHS), key="sweep_lengths")
-    mode = lc[1].radio("states", B.SWEEP_MODES, key="sweep_mode", horizontal=True,
+                                default=list(BT.DEFAULT_LENGTHS), key="sweep_lengths")
+    mode = lc[1].radio("states", BT.SWEEP_MODES, key="sweep_mode", horizontal=True,
                        format_func=lambda m: {"same_states": "same states", "retrain": "retrain per L"}[m])
     if not lengths:
         st.info("Pick at least one attempt length.")
     else:
         with errors("Toy length sweep"):
-            B.ToyConfig(**values)
+            ToyConfig(**values)
             sw = toy_sweep(cfg_items, tuple(sorted(lengths)), mode, demo)
-            chart(C.toy_length_fig(sw, B.TOY_LABELS), "toy ratio vs attempt length", key="chart_toy_len")
+            chart(C.toy_length_fig(sw, BT.TOY_LABELS), "toy ratio vs attempt length", key="chart_toy_len")
             piv = sw.pivot(index="attempt_length", columns="objective", values="median")
             lo, hi = piv.index.min(), piv.index.max()
             grow = {o: piv.loc[hi, o] / piv.loc[lo, o] if piv.loc[lo, o] else math.nan for o in piv}
             if hi > lo:
                 st.markdown(
                     f"From L = {lo} to L = {hi} (×{hi / lo:g}) the median ratio changes by "
-                    + ", ".join(f"**{B.TOY_LABELS.get(o, o)}** ×{fmt(grow[o])}" for o in B.TOY_OBJECTIVES
+                    + ", ".join(f"**{BT.TOY_LABELS.get(o, o)}** ×{fmt(grow[o])}" for o in BT.TOY_OBJECTIVES
                                 if o in grow) + ".")
             st.caption("In the toy the surrogate's independence of L is built in (the L − 1 reasoning "
                        "tokens of an attempt have zero-mean score terms, so in expectation each attempt "
@@ -256,7 +262,7 @@ if view_name == VIEWS[1]:
 
     st.subheader("Real model: ratio vs sampling-token count")
     st.markdown(
-        "Teacher-forced DS traces (`ds_core.balance.trace_episode`): one correct attempt and `[STOP]` "
+        "Teacher-forced DS traces (`ds_core.balance_sweep.trace_episode`): one correct attempt and `[STOP]` "
         "per problem (or injected wrong attempts first), for problem sizes from 1x1 (16 sampling "
         "tokens) to 9x12 (~390), so the attempt length grows while the decision count stays fixed. "
         "Each trace is attributed under each objective (surrogate advantage +1, KL against the "
@@ -264,7 +270,7 @@ if view_name == VIEWS[1]:
         "log10(y) = slope · log10(sampling tokens) + c.")
     src = st.radio("source", ["shipped precompute", "compute / results store"], horizontal=True,
                    key="sweep_source")
-    metric = st.selectbox("quantity", list(B.SWEEP_METRICS), key="sweep_metric",
+    metric = st.selectbox("quantity", list(BS.SWEEP_METRICS), key="sweep_metric",
                           format_func=lambda m: C.METRIC_LABELS.get(m, m))
     result_frame, slopes = None, None
     if src == "shipped precompute":
@@ -284,12 +290,12 @@ if view_name == VIEWS[1]:
         with errors("Length sweep"):
             path = pick_checkpoint("checkpoint", key="sweep_ck", default="rl")
             fc = st.columns(4)
-            sizes = fc[0].text_input("sizes", ",".join(B.SWEEP_SIZES), key="sweep_sizes",
+            sizes = fc[0].text_input("sizes", ",".join(BS.SWEEP_SIZES), key="sweep_sizes",
                                      help="comma-separated, ranges like 3x1-3x12")
-            per_size = int(fc[1].number_input("problems per size", 1, 20, B.SWEEP_PER_SIZE, key="sweep_per_size"))
+            per_size = int(fc[1].number_input("problems per size", 1, 20, BS.SWEEP_PER_SIZE, key="sweep_per_size"))
             n_wrong = int(fc[2].selectbox("wrong attempts before the correct one", [0, 1, 2], key="sweep_n_wrong"))
-            objs = tuple(fc[3].multiselect("objectives", list(B.DEFAULT_OBJECTIVES),
-                                           default=list(B.DEFAULT_OBJECTIVES), key="sweep_objectives",
+            objs = tuple(fc[3].multiselect("objectives", list(BR.DEFAULT_OBJECTIVES),
+                                           default=list(BR.DEFAULT_OBJECTIVES), key="sweep_objectives",
                                            format_func=objective_label))
             if path and objs:
                 res = stored_sweep(path, content_hash(path), sizes, per_size, n_wrong, objs)
@@ -298,7 +304,7 @@ if view_name == VIEWS[1]:
                             "objective on one CPU thread (longer traces cost more).")
                     if st.button("Compute and store", key="sweep_compute"):
                         cb = progress_bar("attributing traces")
-                        res = B.model_length_sweep(get_checkpoint(path), sizes, per_size, n_wrong, objs,
+                        res = BS.model_length_sweep(get_checkpoint(path), sizes, per_size, n_wrong, objs,
                                                    store=results_store(), progress=cb)
                         stored_sweep.clear()
                         st.success(f"Computed {res.n_computed} attributions ({res.n_cached} from the "
@@ -319,7 +325,7 @@ if view_name == VIEWS[1]:
                                         "the decision is uncertain for every checkpoint")
         result_frame = result_frame[result_frame["size"].isin(fit_sizes)]
         if len(fit_sizes) != len(all_sizes):
-            slopes = B.loglog_slopes(result_frame)
+            slopes = BS.loglog_slopes(result_frame)
     if result_frame is not None and len(result_frame):
         chart(sweep_figure(result_frame, metric), "model ratio vs sampling tokens", key="chart_model_len")
         sl = slopes[slopes["metric"] == metric] if slopes is not None else pd.DataFrame()
@@ -364,8 +370,8 @@ if view_name == VIEWS[2]:
             sizes = fc[0].text_input("sizes", "3x3,3x4", key="data_sizes",
                                      help="comma-separated, ranges like 3x3-3x9")
             n = int(fc[1].number_input("episodes per size", 1, 100, 10, key="data_n"))
-            objs = tuple(fc[2].multiselect("objectives", list(B.DEFAULT_OBJECTIVES),
-                                           default=list(B.DEFAULT_OBJECTIVES), key="data_objectives",
+            objs = tuple(fc[2].multiselect("objectives", list(BR.DEFAULT_OBJECTIVES),
+                                           default=list(BR.DEFAULT_OBJECTIVES), key="data_objectives",
                                            format_func=objective_label))
             if path and objs:
                 res = stored_dataset(path, content_hash(path), sizes, n, objs)
@@ -374,7 +380,7 @@ if view_name == VIEWS[2]:
                             "0.2 s per episode and objective on one CPU thread.")
                     if st.button("Compute and store", key="data_compute"):
                         cb = progress_bar("sampling episodes")
-                        res = B.dataset_balance(get_checkpoint(path), sizes, n, objs,
+                        res = BD.dataset_balance(get_checkpoint(path), sizes, n, objs,
                                                 store=results_store(), progress=cb)
                         stored_dataset.clear()
                         st.success(f"Computed {res.n_computed} attributions ({res.n_cached} from the "

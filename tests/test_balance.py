@@ -1,4 +1,5 @@
-"""ds_core.balance: the toy's balance views (Theorem 3.1 / 3.2 numbers), the toy SFT by hand, the
+"""ds_core.balance and its sibling modules (balance_toy, balance_sweep, balance_dataset,
+balance_results): the toy's balance views (Theorem 3.1 / 3.2 numbers), the toy SFT by hand, the
 real-model length sweep and dataset-level results (store round trips, the per-episode identity
 of surrogate / SFT / k1 ratios), log-log slopes, the shipped precompute and its command."""
 from __future__ import annotations
@@ -11,6 +12,10 @@ import pandas as pd
 import pytest
 
 import ds_core.balance as B
+import ds_core.balance_dataset as BD
+import ds_core.balance_results as BR
+import ds_core.balance_sweep as BS
+import ds_core.balance_toy as BT
 from ds_core.checkpoint import SHIPPED_DIR, Card, content_hash, load_checkpoint, save_checkpoint
 from ds_core.model import init_model
 from ds_core.store import ResultsStore
@@ -23,25 +28,25 @@ TINY = dict(hidden=32, layers=1, heads=2)
 # =============================================================================== the toy
 def test_toy_sft_gradient_by_hand():
     # theta = 0: every probability 1/2. Reflection demos: E_C = 1, E_W = 0.4 + 2 * 0.2 = 0.8.
-    g = B.toy_sft_gradient([0.0, 0.0, 0.0], 3)
+    g = BT.toy_sft_gradient([0.0, 0.0, 0.0], 3)
     np.testing.assert_allclose(g, [3 * (0.5 - 0.8 * 0.5), 0.5, 0.8 * 0.5], rtol=1e-15)
     # SFT without reflection: no wrong attempts, no RESAMPLE tokens -> no push on theta_dW
-    np.testing.assert_allclose(B.toy_sft_gradient([0.0, 0.0, 0.0], 3, B.SINGLE_DEMOS), [1.5, 0.5, 0.0])
+    np.testing.assert_allclose(BT.toy_sft_gradient([0.0, 0.0, 0.0], 3, BT.SINGLE_DEMOS), [1.5, 0.5, 0.0])
     # exactly linear in L on the sampling logit, independent of L on the decision logits
-    a, b = B.toy_sft_gradient([0.3, -1.0, 2.0], 1), B.toy_sft_gradient([0.3, -1.0, 2.0], 17)
+    a, b = BT.toy_sft_gradient([0.3, -1.0, 2.0], 1), BT.toy_sft_gradient([0.3, -1.0, 2.0], 17)
     assert b[0] == pytest.approx(17 * a[0], rel=1e-12) and (a[1:] == b[1:]).all()
     for bad in [(0.5, 0.6), (), (1.2, -0.2)]:
-        with pytest.raises(B.BalanceError):
-            B.toy_sft_gradient([0, 0, 0], 3, bad)
+        with pytest.raises(BR.BalanceError):
+            BT.toy_sft_gradient([0, 0, 0], 3, bad)
 
 
 def test_toy_view_extends_the_run():
     cfg = ToyConfig(steps=60)
-    v = B.toy_view(cfg)
+    v = BT.toy_view(cfg)
     ref = run_toy(cfg).to_frame()
     pd.testing.assert_frame_equal(v.frame[list(ref.columns)], ref)
     row = v.frame.iloc[17]
-    g = B.toy_sft_gradient([row.theta_s, row.theta_dC, row.theta_dW], cfg.attempt_length)
+    g = BT.toy_sft_gradient([row.theta_s, row.theta_dC, row.theta_dW], cfg.attempt_length)
     np.testing.assert_allclose([row.sft_grad_s, row.sft_grad_dC, row.sft_grad_dW], g)
     assert row.sft_ratio == pytest.approx(abs(g[0]) / math.hypot(g[1], g[2]))
     assert v.summary["sft_ratio_median"] == pytest.approx(v.frame["sft_ratio"].median())
@@ -50,8 +55,8 @@ def test_toy_view_extends_the_run():
 
 def test_toy_same_states_sweep_is_what_the_theorems_predict():
     lengths = (1, 2, 8, 32)
-    sw = B.toy_length_sweep(ToyConfig(), lengths, max_states=20)
-    assert set(sw["objective"]) == set(B.TOY_OBJECTIVES) and len(sw) == 4 * len(lengths)
+    sw = BT.toy_length_sweep(ToyConfig(), lengths, max_states=20)
+    assert set(sw["objective"]) == set(BT.TOY_OBJECTIVES) and len(sw) == 4 * len(lengths)
     med = sw.pivot(index="attempt_length", columns="objective", values="median")
     # Theorem 3.1 (surrogate): the same number at every L (every attempt counts once)
     np.testing.assert_allclose(med["surrogate"], med["surrogate"].iloc[0], rtol=1e-12)
@@ -67,11 +72,11 @@ def test_toy_same_states_sweep_is_what_the_theorems_predict():
 
 
 def test_toy_retrain_sweep_and_k1():
-    sw = B.toy_length_sweep(ToyConfig(steps=100), (1, 4, 16), mode="retrain")
+    sw = BT.toy_length_sweep(ToyConfig(steps=100), (1, 4, 16), mode="retrain")
     med = sw.pivot(index="attempt_length", columns="objective", values="median")
     assert med["kl"].is_monotonic_increasing and med.loc[16, "kl"] > 4 * med.loc[1, "kl"]
     assert med["surrogate"].between(0.5, 2).all()
-    k1 = B.toy_length_sweep(ToyConfig(kl_estimator="k1", steps=60), (1, 4, 16), max_states=10)
+    k1 = BT.toy_length_sweep(ToyConfig(kl_estimator="k1", steps=60), (1, 4, 16), max_states=10)
     m1 = k1.pivot(index="attempt_length", columns="objective", values="median")
     assert m1["kl"].is_monotonic_increasing and m1.loc[16, "kl"] > 8 * m1.loc[1, "kl"]
 
@@ -80,15 +85,15 @@ def test_toy_retrain_sweep_and_k1():
                                 {"lengths": ("a",)}])
 def test_toy_sweep_rejects_bad_settings(kw):
     args = {"lengths": (1, 2), **kw}
-    with pytest.raises(B.BalanceError):
-        B.toy_length_sweep(ToyConfig(steps=10), args.pop("lengths"), **args)
+    with pytest.raises(BR.BalanceError):
+        BT.toy_length_sweep(ToyConfig(steps=10), args.pop("lengths"), **args)
 
 
 def test_controls_cover_toy_config():
     from dataclasses import fields
-    assert {c.name for c in B.TOY_CONTROLS} == {f.name for f in fields(ToyConfig)}
+    assert {c.name for c in BT.TOY_CONTROLS} == {f.name for f in fields(ToyConfig)}
     defaults = ToyConfig()
-    for c in B.TOY_CONTROLS:
+    for c in BT.TOY_CONTROLS:
         v = getattr(defaults, c.name)
         assert (v in c.options) if c.kind == "choice" else (c.lo <= v <= c.hi)
 
@@ -99,19 +104,19 @@ def test_loglog_slopes_exact():
     df = pd.DataFrame({"checkpoint": "c", "objective": ["a"] * 5 + ["b"] * 5, "n_sampling": x,
                        "ratio_SD": np.r_[5 * x[:5] ** 0.7, np.full(5, 3.0)],
                        "ratio_SD_per_token": 1.0, "norm_G_S": 1.0, "norm_G_D": np.nan})
-    s = B.loglog_slopes(df).set_index(["objective", "metric"])
+    s = BS.loglog_slopes(df).set_index(["objective", "metric"])
     assert s.loc[("a", "ratio_SD"), "slope"] == pytest.approx(0.7)
     assert s.loc[("a", "ratio_SD"), "r2"] == pytest.approx(1.0)
     assert s.loc[("a", "ratio_SD"), "growth"] == pytest.approx(16 ** 0.7)
     assert s.loc[("b", "ratio_SD"), "slope"] == pytest.approx(0.0, abs=1e-12)
     assert s.loc[("a", "norm_G_D"), "n"] == 0 and math.isnan(s.loc[("a", "norm_G_D"), "slope"])
-    assert len(B.loglog_slopes(df.iloc[0:0])) == 0
+    assert len(BS.loglog_slopes(df.iloc[0:0])) == 0
 
 
 def test_frames_survive_json_with_inf_and_nan():
     df = pd.DataFrame({"checkpoint": ["a", "b"], "objective": ["x", "y"], "episode": [0, 1],
                        "ratio_SD": [math.inf, 2.5], "cos_SD": [math.nan, -0.5], "correct": [True, False]})
-    back = B._frame_from_blob(json.loads(json.dumps(B._frame_to_blob(df), allow_nan=False)))
+    back = BR._frame_from_blob(json.loads(json.dumps(BR._frame_to_blob(df), allow_nan=False)))
     assert back["ratio_SD"].tolist()[0] == math.inf and back["ratio_SD"].tolist()[1] == 2.5
     assert math.isnan(back["cos_SD"][0]) and back["correct"].tolist() == [True, False]
     assert back["episode"].tolist() == [0, 1]
@@ -141,17 +146,17 @@ def shipped_rl():
 
 def test_trace_episode_roles(char_tokenizer):
     p = Problem(123, 4567)
-    ep = B.trace_episode(p, char_tokenizer)
+    ep = BS.trace_episode(p, char_tokenizer)
     assert ep.correct and ep.n_attempts == 1 and ep.roles.count("decision") == 1
     assert ep.roles.count("sampling") == len(ep.attempts[0].text)
-    ep2 = B.trace_episode(p, char_tokenizer, n_wrong=2)
+    ep2 = BS.trace_episode(p, char_tokenizer, n_wrong=2)
     assert ep2.correct and ep2.n_attempts == 3 and ep2.roles.count("decision") == 3
     assert [a.correct for a in ep2.attempts] == [False, False, True]
-    eps = B.sweep_episodes(char_tokenizer, "1x1,3x3,6x12", per_size=2)
+    eps = BS.sweep_episodes(char_tokenizer, "1x1,3x3,6x12", per_size=2)
     n_s = [np.mean([e.roles.count("sampling") for e in v]) for v in eps.values()]
     assert list(eps) == ["1x1", "3x3", "6x12"] and n_s == sorted(n_s) and n_s[-1] > 10 * n_s[0]
-    with pytest.raises(B.BalanceError):
-        B.sweep_episodes(char_tokenizer, "3x3", n_wrong=5)
+    with pytest.raises(BR.BalanceError):
+        BS.sweep_episodes(char_tokenizer, "3x3", n_wrong=5)
 
 
 def test_surrogate_sft_and_k1_ratios_coincide_per_episode(shipped_rl):
@@ -160,7 +165,7 @@ def test_surrogate_sft_and_k1_ratios_coincide_per_episode(shipped_rl):
     from ds_core.attribution import attribute
     from ds_core.attribution_runs import resolve_ref
     ref, _ = resolve_ref(shipped_rl)
-    ep = B.trace_episode(Problem(482, 913), shipped_rl.tokenizer, n_wrong=1)
+    ep = BS.trace_episode(Problem(482, 913), shipped_rl.tokenizer, n_wrong=1)
     r = {o: attribute(shipped_rl, ep, o, advantage=1.0 if o == "surrogate" else None,
                       ref_model=ref if o.startswith("kl") else None, norms=False).figures.ratio_SD
          for o in ("surrogate", "sft_sum", "sft_mean", "kl_k1", "kl_k3")}
@@ -174,40 +179,40 @@ def test_surrogate_sft_and_k1_ratios_coincide_per_episode(shipped_rl):
 def test_model_length_sweep_and_store_round_trip(tiny_dir, store):
     ck = load_checkpoint(tiny_dir / "rl")
     seen = []
-    res = B.model_length_sweep(ck, "1x1,3x3,6x12", per_size=2, objectives="surrogate,kl_k3,sft_sum",
+    res = BS.model_length_sweep(ck, "1x1,3x3,6x12", per_size=2, objectives="surrogate,kl_k3,sft_sum",
                                store=store, progress=lambda f, t: seen.append(f))
     f = res.frame
     assert len(f) == 3 * 2 * 3 and set(f["checkpoint"]) == {"rl"} and (f["n_decision"] == 1).all()
     assert (f["n_wrong"] == 0).all() and res.ref_hash == content_hash(tiny_dir / "base")
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
     np.testing.assert_allclose(f["log10_ratio_SD"], np.log10(f["ratio_SD"]))
-    assert set(res.summary["metric"]) == set(B.SWEEP_METRICS) and len(res.summary) == 3 * 4
-    back = B.stored_length_sweep(store, tiny_dir / "rl", "1x1,3x3,6x12", 2, 0,
+    assert set(res.summary["metric"]) == set(BS.SWEEP_METRICS) and len(res.summary) == 3 * 4
+    back = BS.stored_length_sweep(store, tiny_dir / "rl", "1x1,3x3,6x12", 2, 0,
                                  "surrogate,kl_k3,sft_sum")
     assert back is not None and back.source == "store"
     pd.testing.assert_frame_equal(back.frame.drop(columns="cached"), f.drop(columns="cached"),
                                   check_dtype=False)
-    assert B.stored_length_sweep(store, tiny_dir / "rl", "1x1,3x3", 2, 0, "surrogate") is None
-    again = B.model_length_sweep(ck, "1x1,3x3,6x12", per_size=2, objectives="surrogate,kl_k3,sft_sum",
+    assert BS.stored_length_sweep(store, tiny_dir / "rl", "1x1,3x3", 2, 0, "surrogate") is None
+    again = BS.model_length_sweep(ck, "1x1,3x3,6x12", per_size=2, objectives="surrogate,kl_k3,sft_sum",
                                  store=store)
     assert again.n_computed == 0 and again.n_cached == len(f)
 
 
 def test_dataset_balance_and_store_round_trip(tiny_dir, store):
     base = load_checkpoint(tiny_dir / "base")
-    res = B.dataset_balance(base, "3x3", n=2, objectives="surrogate,kl_k3", store=store)
+    res = BD.dataset_balance(base, "3x3", n=2, objectives="surrogate,kl_k3", store=store)
     assert set(res.frame["objective"]) == {"surrogate"}          # base has no parent: no KL
     assert any("no KL reference" in n for n in res.notes)
     assert res.summary["checkpoint"].eq("base").all() and "ratio_SD_median" in res.summary
-    back = B.stored_dataset(store, tiny_dir / "base", "3x3", 2, "surrogate,kl_k3")
+    back = BD.stored_dataset(store, tiny_dir / "base", "3x3", 2, "surrogate,kl_k3")
     assert back is not None and back.source == "store" and len(back.frame) == len(res.frame)
-    assert B.stored_dataset(store, tiny_dir / "base", "3x3", 3, "surrogate,kl_k3") is None
-    rl = B.dataset_balance(load_checkpoint(tiny_dir / "rl"), "3x3", n=2, objectives="kl_k3")
+    assert BD.stored_dataset(store, tiny_dir / "base", "3x3", 3, "surrogate,kl_k3") is None
+    rl = BD.dataset_balance(load_checkpoint(tiny_dir / "rl"), "3x3", n=2, objectives="kl_k3")
     assert len(rl.frame) <= 2 and set(rl.frame["objective"]) <= {"kl_k3"}   # no store: computed
-    with pytest.raises(B.BalanceError):
-        B.dataset_balance(base, "3x3", n=0)
-    with pytest.raises(B.BalanceError):
-        B.dataset_balance(base, "3x3", n=1, objectives="nope")
+    with pytest.raises(BR.BalanceError):
+        BD.dataset_balance(base, "3x3", n=0)
+    with pytest.raises(BR.BalanceError):
+        BD.dataset_balance(base, "3x3", n=1, objectives="nope")
 
 
 def test_precompute_command_writes_a_loadable_file(tiny_dir, tmp_path, capsys):
@@ -227,7 +232,7 @@ def test_precompute_command_writes_a_loadable_file(tiny_dir, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     for p in (bad, tmp_path / "missing.json"):
-        with pytest.raises(B.BalanceError):
+        with pytest.raises(BR.BalanceError):
             B.load_shipped(p)
 
 
@@ -266,7 +271,7 @@ def test_shipped_sweep_reproduces(shipped, shipped_rl):
     """One row of the shipped sweep recomputed by this code (the file is this code's output)."""
     row = shipped.sweep[(shipped.sweep["checkpoint"] == "rl") & (shipped.sweep["size"] == "3x3")
                         & (shipped.sweep["objective"] == "kl_k3")].sort_values("episode").iloc[0]
-    res = B.model_length_sweep(shipped_rl, "3x3", per_size=1, objectives="kl_k3")
+    res = BS.model_length_sweep(shipped_rl, "3x3", per_size=1, objectives="kl_k3")
     assert res.frame["ratio_SD"].iloc[0] == pytest.approx(row["ratio_SD"], rel=1e-4)
     assert res.frame["n_sampling"].iloc[0] == row["n_sampling"]
 
@@ -274,7 +279,7 @@ def test_shipped_sweep_reproduces(shipped, shipped_rl):
 # =============================================================================== charts
 def test_charts_build_from_the_service_frames():
     from ui.charts import balance as C
-    v = B.toy_view(ToyConfig(steps=40))
+    v = BT.toy_view(ToyConfig(steps=40))
     fig = C.figure1(v.frame)
     assert [a.text for a in fig.layout.annotations][:4] == [
         "(a) surrogate gradient", "(b) KL gradient", "(c) sampling : decision ratio",
@@ -282,16 +287,16 @@ def test_charts_build_from_the_service_frames():
     assert len(fig.data) == 3 * 3 + 3 and fig.layout.yaxis3.type == "log"
     assert C.figure1(v.frame, log_abs=True).layout.yaxis.type == "log"
     assert len(C.toy_policy_fig(v.frame).data) == 7
-    sw = B.toy_length_sweep(ToyConfig(steps=20), (1, 4), max_states=5)
-    lf = C.toy_length_fig(sw, B.TOY_LABELS)
-    assert len(lf.data) == len(B.TOY_OBJECTIVES) + 1 and list(lf.layout.xaxis.tickvals) == [1, 4]
+    sw = BT.toy_length_sweep(ToyConfig(steps=20), (1, 4), max_states=5)
+    lf = C.toy_length_fig(sw, BT.TOY_LABELS)
+    assert len(lf.data) == len(BT.TOY_OBJECTIVES) + 1 and list(lf.layout.xaxis.tickvals) == [1, 4]
     df = pd.DataFrame({"checkpoint": ["a", "a", "b", "b"], "objective": ["surrogate", "kl_k3"] * 2,
                        "outcome": ["correct_kept", "wrong_revised"] * 2, "size": "3x3",
                        "n_sampling": [50, 50, 90, 90], "ratio_SD": [10.0, math.inf, 30.0, 5.0]})
     df["log10_ratio_SD"] = np.log10(df["ratio_SD"])
     for kind in ("box", "violin", "strip"):
         assert len(C.dataset_fig(df, kind=kind).data) >= 2
-    sf = C.sweep_fig(df, labels=B.OBJECTIVE_LABELS)
+    sf = C.sweep_fig(df, labels=BR.OBJECTIVE_LABELS)
     assert sf.layout.xaxis.type == "log" and len(sf.data) >= 4
     for empty in (C.dataset_fig(df.iloc[0:0]), C.sweep_fig(df.iloc[0:0]), C.figure1(v.frame.iloc[0:0]),
                   C.dataset_fig(df, metric="nope")):

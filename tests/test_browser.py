@@ -39,10 +39,15 @@ class Timer:
         return out
 
 
-def shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=False)
+def shot(page, name: str, anchor: str | None = None) -> None:
+    """Save a viewport PNG (only with DS_LENS_SCREENSHOTS set), scrolled so `anchor` text is at the top."""
+    if not SHOTS:
+        return
+    Path(SHOTS).mkdir(parents=True, exist_ok=True)
+    if anchor:
+        page.get_by_text(anchor, exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(1500)   # let plotly draw what scrolled into view
+    page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=False)
 
 
 def goto(page, url: str, text: str, timeout_ms: int = 120_000) -> None:
@@ -67,7 +72,7 @@ def no_exceptions(page) -> None:
 
 def test_app_end_to_end(tmp_path):
     timer = Timer()
-    with app_server(tmp_path / "data") as (url, started), browser_page() as page:
+    with app_server(tmp_path / "data") as (url, started), browser_page(height=1300) as page:
         timer.t["server start"] = round(started, 2)
         # Home
         timer.measure("home first render", lambda: goto(page, url, "The DS picture"))
@@ -83,7 +88,7 @@ def test_app_end_to_end(tmp_path):
                       lambda: click_and_wait(page, "Run episode", "Gradient attribution"))
         page.get_by_text("Decision tokens").first.wait_for(timeout=60_000)
         no_exceptions(page)
-        shot(page, "episode_explorer")
+        shot(page, "episode_explorer", anchor="Gradient attribution")
         timer.measure("explorer counterfactual",
                       lambda: click_and_wait(page, "Force the opposite verdict", "forced at token"))
         no_exceptions(page)
@@ -95,7 +100,7 @@ def test_app_end_to_end(tmp_path):
         timer.measure("compare run", lambda: click_and_wait(page, "Compare", "Teacher-forced on one transcript"))
         page.get_by_text("attribution on the same transcript").first.wait_for(timeout=60_000)
         no_exceptions(page)
-        shot(page, "compare_checkpoints")
+        shot(page, "compare_checkpoints", anchor="Teacher-forced on one transcript")
 
         # Custom prompts: upload a file, run it, get the results table and downloads
         timer.measure("custom prompts first render", lambda: goto(page, url + "/Custom_prompts", "Run prompts"))
@@ -112,7 +117,13 @@ def test_app_end_to_end(tmp_path):
         timer.measure("calibration first render", lambda: goto(page, url + "/Calibration", "Accuracy (Table 1)"))
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
         no_exceptions(page)
-        shot(page, "calibration")
+        shot(page, "calibration", anchor="Accuracy (Table 1)")
+
+        # Gradient balance: the toy (Figure 1) from its default controls
+        timer.measure("gradient balance first render", lambda: goto(page, url + "/Gradient_balance", "Gradient balance"))
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
+        no_exceptions(page)
+        shot(page, "gradient_balance")
 
         print("timings:", json.dumps(timer.t))
         if SHOTS:

@@ -1,5 +1,6 @@
-"""The calibration page's service (ds_core.calibration) and its charts (ui.charts.calibration):
-hand-computed cases, eval.json as a source, agreement with ds_core.evaluate and the store."""
+"""The calibration page's service (ds_core.calibration, ds_core.calibration_views) and its charts
+(ui.charts.calibration): hand-computed cases, eval.json as a source, agreement with
+ds_core.evaluate and the store."""
 from __future__ import annotations
 
 import json
@@ -15,10 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ds_core.calibration import (CalibrationInputError, Settings, calibration_long,  # noqa: E402
-                                 checkpoint_ref, compute_missing, gather, missing_episodes,
-                                 paper_frame, parse_size_list, percent_view, predicted_observed,
-                                 report_row, run_key_for, table1_frame, task_name)
+from ds_core.calibration import (CalibrationInputError, Settings, checkpoint_ref,  # noqa: E402
+                                 compute_missing, gather, missing_episodes, parse_size_list,
+                                 report_row, run_key_for, task_name)
+from ds_core.calibration_views import (calibration_long, paper_frame, percent_view,  # noqa: E402
+                                       predicted_observed, table1_frame)
 from ds_core.checkpoint import CheckpointError  # noqa: E402
 from ds_core.metrics import calibration  # noqa: E402
 from ds_core.store import ResultsStore, StoreError  # noqa: E402

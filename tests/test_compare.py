@@ -1,4 +1,5 @@
-"""ds_core.compare: sampling on the same seed, teacher forcing, Δ attribution, against direct calls."""
+"""ds_core.compare, compare_teacher_forcing and compare_attribution: sampling on the same seed,
+teacher forcing, Δ attribution, against direct calls."""
 from __future__ import annotations
 
 import math
@@ -9,9 +10,11 @@ import torch
 
 from ds_core.attribution import attribute
 from ds_core.checkpoint import SHIPPED_DIR, Card, load_checkpoint, save_checkpoint
-from ds_core.compare import (GENERATED, CompareError, compare_attribution, cross_likelihood,
-                             default_advantage, episode_frame, outcome_frame, pick_problem, sample_all,
-                             sample_episode, score, teacher_force, teacher_force_scores, vocab_problem)
+from ds_core.compare import (CompareError, episode_frame, outcome_frame, pick_problem, sample_all,
+                             sample_episode, vocab_problem)
+from ds_core.compare_attribution import compare_attribution, default_advantage
+from ds_core.compare_teacher_forcing import (GENERATED, cross_likelihood, score, teacher_force,
+                                              teacher_force_scores)
 from ds_core.model import init_model
 from ds_core.objectives import token_logprobs
 from ds_core.rollout import SamplingConfig, rollout

@@ -1,5 +1,6 @@
-"""ds_core.custom_prompts: reading uploads (limits, encodings, CSV/JSONL/TXT quirks), per-row parse
-errors, and running checkpoints on the rows (real shipped checkpoints, real numbers)."""
+"""ds_core.custom_prompts_upload and ds_core.custom_prompts_run: reading uploads (limits,
+encodings, CSV/JSONL/TXT quirks), per-row parse errors, and running checkpoints on the rows (real
+shipped checkpoints, real numbers)."""
 from __future__ import annotations
 
 import json
@@ -8,13 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ds_core import custom_prompts as cp
+from ds_core import custom_prompts_run as runner
+from ds_core import custom_prompts_upload as up
 from ds_core.checkpoint import Card, load_checkpoint, save_checkpoint
 from ds_core.metrics import wald_interval
 from ds_core.model import init_model
 from ds_core.rollout import SamplingConfig
 from ds_core.store import ResultsStore
-from ds_core.tasks import Problem
+from ds_core.tasks import Problem, TaskError
 
 REPO = Path(__file__).resolve().parent.parent
 UPLOADS = Path(__file__).resolve().parent / "data" / "uploads"
@@ -22,43 +24,43 @@ UPLOADS = Path(__file__).resolve().parent / "data" / "uploads"
 
 # --- reading -------------------------------------------------------------------------------------
 def test_decode_limits_and_encodings():
-    with pytest.raises(cp.UploadError, match="empty"):
-        cp.read_upload("a.txt", b"")
-    with pytest.raises(cp.UploadError, match="empty"):
-        cp.read_upload("a.txt", b"  \n\n \t")
-    with pytest.raises(cp.UploadError, match="binary"):
-        cp.read_upload("a.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
-    with pytest.raises(cp.UploadError, match="UTF-16"):
-        cp.read_upload("a.txt", "123*456\n".encode("utf-16"))
-    with pytest.raises(cp.UploadError, match=r"not UTF-8 text: byte 0xe9 on line 2"):
-        cp.read_upload("a.txt", "123*456\ncaf\u00e9 12*3\n".encode("latin-1"))
-    with pytest.raises(cp.UploadError, match="1,000,001 bytes; the limit is 1,000,000"):
-        cp.read_upload("a.txt", b"1*2\n" + b" " * (cp.MAX_BYTES - 3))
+    with pytest.raises(up.UploadError, match="empty"):
+        up.read_upload("a.txt", b"")
+    with pytest.raises(up.UploadError, match="empty"):
+        up.read_upload("a.txt", b"  \n\n \t")
+    with pytest.raises(up.UploadError, match="binary"):
+        up.read_upload("a.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(up.UploadError, match="UTF-16"):
+        up.read_upload("a.txt", "123*456\n".encode("utf-16"))
+    with pytest.raises(up.UploadError, match=r"not UTF-8 text: byte 0xe9 on line 2"):
+        up.read_upload("a.txt", "123*456\ncaf\u00e9 12*3\n".encode("latin-1"))
+    with pytest.raises(up.UploadError, match="1,000,001 bytes; the limit is 1,000,000"):
+        up.read_upload("a.txt", b"1*2\n" + b" " * (up.MAX_BYTES - 3))
     # a UTF-8 byte-order mark is skipped (the CSV header is still found) and noted
-    ps = cp.read_upload("a.csv", b"\xef\xbb\xbfprompt\n123*456\n")
-    assert ps.rows == (cp.PromptRow(2, "123*456"),) and "byte-order mark" in ps.notes[0]
+    ps = up.read_upload("a.csv", b"\xef\xbb\xbfprompt\n123*456\n")
+    assert ps.rows == (up.PromptRow(2, "123*456"),) and "byte-order mark" in ps.notes[0]
     # UploadError is a TaskError: the app's user_errors shows it as a message
-    assert issubclass(cp.UploadError, cp.TaskError)
+    assert issubclass(up.UploadError, TaskError)
 
 
 def test_row_limit():
-    ok = "\n".join(["12*34"] * cp.MAX_ROWS)
-    assert len(cp.read_text(ok).rows) == cp.MAX_ROWS
+    ok = "\n".join(["12*34"] * up.MAX_ROWS)
+    assert len(up.read_text(ok).rows) == up.MAX_ROWS
     too_many = ok + "\n12*34"
-    with pytest.raises(cp.UploadError, match="501 non-empty rows; the limit is 500"):
-        cp.read_text(too_many)
-    with pytest.raises(cp.UploadError, match="more than 500"):
-        cp.read_upload("a.csv", ("prompt\n" + too_many).encode())
-    with pytest.raises(cp.UploadError, match="501 non-empty rows"):
-        cp.read_upload("a.jsonl", "\n".join(['{"prompt": "1*2"}'] * 501).encode())
+    with pytest.raises(up.UploadError, match="501 non-empty rows; the limit is 500"):
+        up.read_text(too_many)
+    with pytest.raises(up.UploadError, match="more than 500"):
+        up.read_upload("a.csv", ("prompt\n" + too_many).encode())
+    with pytest.raises(up.UploadError, match="501 non-empty rows"):
+        up.read_upload("a.jsonl", "\n".join(['{"prompt": "1*2"}'] * 501).encode())
 
 
 def test_txt_rows_keep_line_numbers_and_skip_blanks():
-    ps = cp.read_upload("p.txt", b"123*456\n\n  \nWhat is 12 times 34?\r\nnonsense\n")
+    ps = up.read_upload("p.txt", b"123*456\n\n  \nWhat is 12 times 34?\r\nnonsense\n")
     assert ps.fmt == "txt"
     assert [(r.row, r.prompt) for r in ps.rows] == [(1, "123*456"), (4, "What is 12 times 34?"),
                                                    (5, "nonsense")]
-    parsed, errors = cp.parse_rows(ps)
+    parsed, errors = up.parse_rows(ps)
     assert [p.problem for p in parsed] == [Problem(123, 456), Problem(12, 34)]
     assert [e.row for e in errors] == [5] and "cannot read 'nonsense'" in errors[0].error
 
@@ -66,39 +68,39 @@ def test_txt_rows_keep_line_numbers_and_skip_blanks():
 def test_csv_prompt_column_expected_and_quoting():
     data = (b'id,Prompt,expected\n1,123*456,56088\n2,"1,234 x 5",6170\n3,12*34,999\n'
             b'4,,7\n5,12*3,twelve\n')
-    ps = cp.read_upload("p.csv", data)
+    ps = up.read_upload("p.csv", data)
     assert ps.fmt == "csv" and not ps.notes
     assert [(r.row, r.prompt, r.given) for r in ps.rows] == [
         (2, "123*456", "56088"), (3, "1,234 x 5", "6170"), (4, "12*34", "999"), (6, "12*3", "twelve")]
     assert [(e.row, e.error) for e in ps.errors] == [(5, "no prompt in this row's prompt column")]
-    assert cp._given_flags("56,088", Problem(123, 456)) == []
-    assert cp._given_flags("999", Problem(12, 34)) == [cp.GIVEN_DIFFERS]
-    assert cp._given_flags("twelve", Problem(12, 3)) == [cp.GIVEN_UNREADABLE]
+    assert runner._given_flags("56,088", Problem(123, 456)) == []
+    assert runner._given_flags("999", Problem(12, 34)) == [runner.GIVEN_DIFFERS]
+    assert runner._given_flags("twelve", Problem(12, 3)) == [runner.GIVEN_UNREADABLE]
 
 
 def test_csv_without_prompt_column_uses_first_column():
-    ps = cp.read_upload("p.csv", b"question,label\n123*456,a\n7*8,b\n")
+    ps = up.read_upload("p.csv", b"question,label\n123*456,a\n7*8,b\n")
     assert [r.prompt for r in ps.rows] == ["123*456", "7*8"]
     assert "first column ('question')" in ps.notes[0]
-    ps = cp.read_upload("p.csv", b"123*456,a\n7*8,b\n")     # no header: the first row is data
+    ps = up.read_upload("p.csv", b"123*456,a\n7*8,b\n")     # no header: the first row is data
     assert [r.row for r in ps.rows] == [1, 2] and "no header row" in ps.notes[0]
-    ps = cp.read_upload("p.tsv", b"prompt\tx\n123 x 45\t1\n")
+    ps = up.read_upload("p.tsv", b"prompt\tx\n123 x 45\t1\n")
     assert ps.rows[0].prompt == "123 x 45" and "tab-separated" in ps.notes[0]
 
 
 def test_csv_malformed_and_empty():
-    with pytest.raises(cp.UploadError, match="not a well-formed CSV"):
-        cp.read_upload("p.csv", b'prompt\n"123*456"x\n')
-    with pytest.raises(cp.UploadError, match="not a well-formed CSV"):
-        cp.read_upload("p.csv", b'prompt\n"123*456\n7*8\n')          # unclosed quote
-    with pytest.raises(cp.UploadError, match="header but no data rows"):
-        cp.read_upload("p.csv", b"prompt,expected\n")
+    with pytest.raises(up.UploadError, match="not a well-formed CSV"):
+        up.read_upload("p.csv", b'prompt\n"123*456"x\n')
+    with pytest.raises(up.UploadError, match="not a well-formed CSV"):
+        up.read_upload("p.csv", b'prompt\n"123*456\n7*8\n')          # unclosed quote
+    with pytest.raises(up.UploadError, match="header but no data rows"):
+        up.read_upload("p.csv", b"prompt,expected\n")
 
 
 def test_jsonl_bad_lines_are_row_errors():
     lines = ['{"prompt": "123*456", "expected": 56088}', '[1, 2]', '"12*3"', '{"prompt": 5}',
              '{"question": "1*2"}', '{not json', '', '42', '{"PROMPT": " 7 x 8 "}']
-    ps = cp.read_upload("p.jsonl", "\n".join(lines).encode())
+    ps = up.read_upload("p.jsonl", "\n".join(lines).encode())
     assert [(r.row, r.prompt, r.given) for r in ps.rows] == [(1, "123*456", "56088"), (9, "7 x 8", None)]
     errs = {e.row: e.error for e in ps.errors}
     assert sorted(errs) == [2, 3, 4, 5, 6, 8]
@@ -111,38 +113,38 @@ def test_jsonl_bad_lines_are_row_errors():
 
 
 def test_json_list_and_sniffing():
-    ps = cp.read_upload("p.json", b'["123*456", {"prompt": "7*8"}, 3]')
+    ps = up.read_upload("p.json", b'["123*456", {"prompt": "7*8"}, 3]')
     assert [r.prompt for r in ps.rows] == ["123*456", "7*8"] and [e.row for e in ps.errors] == [3]
-    with pytest.raises(cp.UploadError, match="single JSON int"):
-        cp.read_upload("p.json", b"3")
-    assert cp.read_upload("prompts.dat", b'{"prompt": "1*2"}\n').fmt == "jsonl"
-    assert cp.read_upload("prompts", b"1*2\n").fmt == "txt"
+    with pytest.raises(up.UploadError, match="single JSON int"):
+        up.read_upload("p.json", b"3")
+    assert up.read_upload("prompts.dat", b'{"prompt": "1*2"}\n').fmt == "jsonl"
+    assert up.read_upload("prompts", b"1*2\n").fmt == "txt"
 
 
 def test_absurd_sizes_are_rejected_per_row():
-    ps = cp.read_text("9" * 40 + " * 3\n123*456\n" + "1" * 300 + "\n12 - 3\n")
-    parsed, errors = cp.parse_rows(ps)
+    ps = up.read_text("9" * 40 + " * 3\n123*456\n" + "1" * 300 + "\n12 - 3\n")
+    parsed, errors = up.parse_rows(ps)
     assert [p.row for p in parsed] == [2]
     errs = {e.row: e.error for e in errors}
     assert "has 40 digits; supported 1..12" in errs[1]
     assert "300 characters long" in errs[3]
     assert "negative numbers and subtraction" in errs[4]
     # long prompts are shortened in the error table
-    assert len(cp.errors_frame(errors)["prompt"].iloc[1]) == cp.PREVIEW_CHARS
+    assert len(up.errors_frame(errors)["prompt"].iloc[1]) == up.PREVIEW_CHARS
 
 
 def test_fixture_files_read():
-    good = cp.read_upload("good.csv", (UPLOADS / "good.csv").read_bytes())
-    parsed, errors = cp.parse_rows(good)
+    good = up.read_upload("good.csv", (UPLOADS / "good.csv").read_bytes())
+    parsed, errors = up.parse_rows(good)
     assert len(parsed) == 4 and [e.row for e in errors] == [5]
-    bad = cp.read_upload("bad.jsonl", (UPLOADS / "bad.jsonl").read_bytes())
+    bad = up.read_upload("bad.jsonl", (UPLOADS / "bad.jsonl").read_bytes())
     assert len(bad.rows) == 1 and len(bad.errors) == 2
 
 
 def test_streams_name_problem_and_repeat():
-    ps = cp.read_text("12*34\n5*6\n12 x 34\n")
-    parsed, _ = cp.parse_rows(ps)
-    assert cp.streams_for(parsed) == ["custom:12*34:0", "custom:5*6:0", "custom:12*34:1"]
+    ps = up.read_text("12*34\n5*6\n12 x 34\n")
+    parsed, _ = up.parse_rows(ps)
+    assert runner.streams_for(parsed) == ["custom:12*34:0", "custom:5*6:0", "custom:12*34:1"]
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -155,15 +157,15 @@ PROMPTS = "123*456\nWhat is 321 times 654?\n987 x 6543\nhello\n123*4567890\n" + 
 
 
 def test_run_prompts_real_checkpoints(shipped, tmp_path):
-    parsed, errors = cp.parse_rows(cp.read_text(PROMPTS))
+    parsed, errors = up.parse_rows(up.read_text(PROMPTS))
     assert [e.row for e in errors] == [4, 6]
     calls = []
     store = ResultsStore(tmp_path / "data")
     cfg = SamplingConfig()
-    run = cp.run_prompts(list(shipped.values()), parsed, cfg, seed=0, store=store, parse_errors=errors,
+    run = runner.run_prompts(list(shipped.values()), parsed, cfg, seed=0, store=store, parse_errors=errors,
                          progress=lambda lab, d, t: calls.append((lab, d, t)))
     res = run.results
-    assert list(res.columns) == list(cp.RESULT_COLUMNS)
+    assert list(res.columns) == list(runner.RESULT_COLUMNS)
     assert len(res) == 8 and sorted(set(res["checkpoint"])) == ["rl", "sft_reflection"]
     assert res["row"].tolist() == [1, 1, 2, 2, 3, 3, 5, 5]
     assert set(res["expected"]) == {"56088", "209934", "6457941", str(123 * 4567890)}
@@ -198,7 +200,7 @@ def test_run_prompts_real_checkpoints(shipped, tmp_path):
     assert doc["settings"]["sampling"]["temperature"] == 1.0
 
     # second run: from the store, identical rows
-    again = cp.run_prompts(list(shipped.values()), parsed, cfg, seed=0, store=store, parse_errors=errors)
+    again = runner.run_prompts(list(shipped.values()), parsed, cfg, seed=0, store=store, parse_errors=errors)
     assert again.summary["from_store"].all()
     pd.testing.assert_frame_equal(again.results, run.results)
 
@@ -206,10 +208,10 @@ def test_run_prompts_real_checkpoints(shipped, tmp_path):
 def test_rows_are_reproducible_whatever_the_file(shipped):
     rl = shipped["rl"]
     cfg = SamplingConfig(temperature=1.0)
-    a, _ = cp.parse_rows(cp.read_text("987 x 65432\n123*456\n"))
-    b, _ = cp.parse_rows(cp.read_text("5*6\n123 × 456 =\n11*11\n987*65432\n"))
-    ra = cp.run_prompts([rl], a, cfg, seed=3).results.set_index("expected")
-    rb = cp.run_prompts([rl], b, cfg, seed=3).results.set_index("expected")
+    a, _ = up.parse_rows(up.read_text("987 x 65432\n123*456\n"))
+    b, _ = up.parse_rows(up.read_text("5*6\n123 × 456 =\n11*11\n987*65432\n"))
+    ra = runner.run_prompts([rl], a, cfg, seed=3).results.set_index("expected")
+    rb = runner.run_prompts([rl], b, cfg, seed=3).results.set_index("expected")
     for exp in ("64581384", "56088"):
         assert ra.loc[exp, "generation"] == rb.loc[exp, "generation"]
 
@@ -219,9 +221,9 @@ def test_context_too_short_is_a_row_error(tmp_path, char_tokenizer):
     save_checkpoint(d, init_model(char_tokenizer, "llama", hidden=32, layers=1, heads=2, max_positions=64),
                     char_tokenizer, Card(condition="short"))
     ck = load_checkpoint(d)
-    parsed, _ = cp.parse_rows(cp.read_text("12*34\n123456*7891\n"))
-    assert cp.min_tokens(ck, parsed[0].problem) <= 64 < cp.min_tokens(ck, parsed[1].problem)
-    run = cp.run_prompts([ck], parsed, SamplingConfig(max_new_tokens=20), seed=0)
+    parsed, _ = up.parse_rows(up.read_text("12*34\n123456*7891\n"))
+    assert runner.min_tokens(ck, parsed[0].problem) <= 64 < runner.min_tokens(ck, parsed[1].problem)
+    run = runner.run_prompts([ck], parsed, SamplingConfig(max_new_tokens=20), seed=0)
     assert run.results["row"].tolist() == [1]
     assert run.errors["row"].tolist() == [2] and run.errors["checkpoint"].tolist() == ["short"]
     assert "context of short is 64" in run.errors["error"].iloc[0]
@@ -230,14 +232,14 @@ def test_context_too_short_is_a_row_error(tmp_path, char_tokenizer):
 
 def test_bad_seed_and_settings_are_user_errors(shipped):
     from ds_core.rollout import RolloutError
-    parsed, _ = cp.parse_rows(cp.read_text("1*2\n"))
-    with pytest.raises(cp.TaskError, match="seed"):
-        cp.run_prompts([shipped["rl"]], parsed, seed=-1)
+    parsed, _ = up.parse_rows(up.read_text("1*2\n"))
+    with pytest.raises(TaskError, match="seed"):
+        runner.run_prompts([shipped["rl"]], parsed, seed=-1)
     with pytest.raises(RolloutError, match="top_p"):
-        cp.run_prompts([shipped["rl"]], parsed, {"top_p": 0.0})
+        runner.run_prompts([shipped["rl"]], parsed, {"top_p": 0.0})
     with pytest.raises(RolloutError, match="unknown sampling settings: temp"):
-        cp.sampling_config({"temp": 1.0})
-    assert cp.sampling_config({"temperature": 0.0, "max_attempts": 2}) == SamplingConfig(0.0, max_attempts=2)
+        runner.sampling_config({"temp": 1.0})
+    assert runner.sampling_config({"temperature": 0.0, "max_attempts": 2}) == SamplingConfig(0.0, max_attempts=2)
 
 
 def test_charts_build():

@@ -2,29 +2,16 @@
 controls change what is shown, a missing run is computed, stored and then served from the store."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from ds_core.store import ResultsStore
 
-from ds_core.store import ResultsStore  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 PAGE = str(REPO / "pages" / "4_Calibration.py")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_store_cache():
-    """ui.common.results_store is an st.cache_resource that ignores DS_LENS_DATA: clear it so each
-    test's page opens the store of its own data directory."""
-    from ui.common import results_store
-    results_store.clear()
-    yield
-    results_store.clear()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ USER_ERRORS = [
     ("ds_core.tasks", "TaskError"), ("ds_core.rollout", "RolloutError"),
     ("ds_core.attribution", "AttributionError"), ("ds_core.input_attribution", "InputAttributionError"),
     ("ds_core.compare", "CompareError"), ("ds_core.explorer_decisions", "ExplorerError"),
-    ("ds_core.balance", "BalanceError"),
+    ("ds_core.balance_results", "BalanceError"),
 ]
 
 

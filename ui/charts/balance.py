@@ -1,6 +1,6 @@
 """Charts of the Gradient balance page: plain functions DataFrame -> plotly Figure.
 
-Inputs are the frames of ds_core.balance (toy_view(...).frame, toy_length_sweep(...),
+Inputs are the frames of the ds_core.balance* modules (toy_view(...).frame, toy_length_sweep(...),
 BalanceResult.frame); nothing here computes gradients or imports torch.
 """
 from __future__ import annotations

@@ -5,7 +5,8 @@
 - calibration_figure: p_s, p_d|C, p_d|W vs size with bootstrap intervals, one panel each (Figure 2);
 - predicted_observed_figure: predicted vs observed accuracy with bootstrap intervals on both axes
   and the y = x line (Figure 3).
-Inputs are the frames of ds_core.calibration (probabilities in 0..1; axes show %).
+Inputs are the frames of ds_core.calibration and ds_core.calibration_views (probabilities in 0..1;
+axes show %).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def _shade_training(fig: go.Figure, sizes, row=None, col=None, label=True) -> No
 def accuracy_figure(frame: pd.DataFrame, paper: pd.DataFrame | None = None,
                     interval: str = "wald", sizes=None) -> go.Figure:
     """Accuracy (%) vs size: one solid line per checkpoint with 95% `interval` ('wald' or 'wilson')
-    error bars; paper rows (ds_core.calibration.paper_frame) as dashed lines without bars, in the
+    error bars; paper rows (ds_core.calibration_views.paper_frame) as dashed lines without bars, in the
     colour of the checkpoint of the same condition when one is shown."""
     have = frame[frame["source"] != "missing"] if len(frame) else frame
     title = f"Accuracy with 95% {'Wald' if interval == 'wald' else 'Wilson'} intervals"
@@ -117,7 +118,7 @@ NAMES = {"p_s": "p_s", "p_dC": "p_d|C", "p_dW": "p_d|W"}
 
 def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
     """Figure 2: p_s, p_d|C, p_d|W vs size, one panel each, one line per checkpoint with bootstrap
-    95% error bars. `long` is ds_core.calibration.calibration_long(frame)."""
+    95% error bars. `long` is ds_core.calibration_views.calibration_long(frame)."""
     title = "Calibration model vs size (bootstrap 95% intervals)"
     if not len(long):
         return _empty(title, "no results to show yet: compute the missing runs")
@@ -170,7 +171,7 @@ def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
 def predicted_observed_figure(po: pd.DataFrame) -> go.Figure:
     """Figure 3: predicted (y) vs observed (x) accuracy per (checkpoint, size), bootstrap 95%
     error bars on both, the y = x line. Filled markers: training sizes; open: out of distribution.
-    `po` is ds_core.calibration.predicted_observed(frame)."""
+    `po` is ds_core.calibration_views.predicted_observed(frame)."""
     title = "Predicted vs observed accuracy (bootstrap 95% intervals)"
     pts = po.dropna(subset=["predicted", "observed"]) if len(po) else po
     if not len(pts):

@@ -1,7 +1,7 @@
 """Charts of the checkpoint comparison: plain functions DataFrame -> plotly Figure.
 
-Inputs are the frames of ds_core.compare (TeacherForced.tokens/.roles/.decisions,
-cross_likelihood(...), AttributionComparison.figures/.tokens).
+Inputs are the frames of ds_core.compare_teacher_forcing (TeacherForced.tokens/.roles/.decisions,
+cross_likelihood(...)) and ds_core.compare_attribution (AttributionComparison.figures/.tokens).
 """
 from __future__ import annotations
 
