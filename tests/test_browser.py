@@ -66,6 +66,12 @@ def click_and_wait(page, button: str, text: str, timeout_ms: int = 180_000) -> N
     page.get_by_text(text, exact=False).first.wait_for(timeout=timeout_ms)
 
 
+def click_text_and_wait(page, text: str, timeout_ms: int = 120_000) -> None:
+    """Click a widget by its exact label text (a radio option, say) and wait for the rerun."""
+    page.get_by_text(text, exact=True).first.click()
+    wait_idle(page, timeout_ms)
+
+
 def no_exceptions(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is on the page"
 
@@ -94,6 +100,9 @@ def test_app_end_to_end(tmp_path):
         no_exceptions(page)
         timer.measure("explorer warm rerun (same episode)",
                       lambda: click_and_wait(page, "Run episode", "Gradient attribution"))
+        timer.measure("explorer warm view switch", lambda: click_text_and_wait(page, "alignment with G_D"))
+        page.get_by_text("shaded by alignment with G_D").first.wait_for(timeout=30_000)
+        no_exceptions(page)
 
         # Compare checkpoints: same prompt and seed through sft_reflection and rl, teacher-forced
         timer.measure("compare first render", lambda: goto(page, url + "/Compare_checkpoints", "Compare"))
@@ -107,7 +116,7 @@ def test_app_end_to_end(tmp_path):
         page.locator('input[type="file"]').set_input_files(str(UPLOAD))
         page.get_by_text("good.csv").first.wait_for(timeout=60_000)
         wait_idle(page)
-        timer.measure("custom prompts run (cold models)",
+        timer.measure("custom prompts run (5 rows x 2 checkpoints)",
                       lambda: click_and_wait(page, "Run prompts", "Download results"))
         page.get_by_text("Rows that do not parse (1)").first.wait_for(timeout=10_000)  # "not a problem"
         no_exceptions(page)
@@ -118,13 +127,52 @@ def test_app_end_to_end(tmp_path):
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
         no_exceptions(page)
         shot(page, "calibration", anchor="Accuracy (Table 1)")
+        timer.measure("calibration warm interval switch", lambda: click_text_and_wait(page, "Wilson"))
+        page.get_by_text("Wilson 95% interval").first.wait_for(timeout=30_000)
+        no_exceptions(page)
 
         # Gradient balance: the toy (Figure 1) from its default controls
         timer.measure("gradient balance first render", lambda: goto(page, url + "/Gradient_balance", "Gradient balance"))
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
         no_exceptions(page)
         shot(page, "gradient_balance")
+        timer.measure("gradient balance length sweep (first visit)", lambda: click_text_and_wait(page, "Length sweep"))
+        page.get_by_text("Toy: ratio vs attempt length L").first.wait_for(timeout=60_000)
+        no_exceptions(page)
+        timer.measure("gradient balance back to the toy (warm)", lambda: click_text_and_wait(page, "Toy (Figure 1)"))
+        no_exceptions(page)
 
         print("timings:", json.dumps(timer.t))
         if SHOTS:
             (Path(SHOTS) / "timings.json").write_text(json.dumps(timer.t, indent=2) + "\n")
+
+
+def test_two_browser_sessions_at_once(tmp_path):
+    """Two sessions share the cached models: both run an episode and a comparison at the same
+    time and both get their results, with no traceback on either page."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM_ARGS
+
+    with app_server(tmp_path / "data") as (url, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            pages = [browser.new_context().new_page() for _ in range(2)]
+            for p in pages:
+                goto(p, url + "/Episode_explorer", "Run episode")
+            for p in pages:   # both clicks before either run finishes
+                p.get_by_role("button", name="Run episode", exact=True).click()
+            for p in pages:
+                wait_idle(p, 180_000)
+                p.get_by_text("Decision tokens").first.wait_for(timeout=180_000)
+                no_exceptions(p)
+            for p in pages:
+                goto(p, url + "/Compare_checkpoints", "Compare")
+            for p in pages:
+                p.get_by_role("button", name="Compare", exact=True).click()
+            for p in pages:
+                wait_idle(p, 180_000)
+                p.get_by_text("attribution on the same transcript").first.wait_for(timeout=180_000)
+                no_exceptions(p)
+        finally:
+            browser.close()
