@@ -7,7 +7,6 @@ Pages only draw: sampling, attribution and counterfactuals live in ds_core.explo
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from ds_core.explorer import (GROUP_SEED_OFFSET, IG_DELTA_WARN, INPUT_METHODS, OBJECTIVE_LABELS,
-                              OBJECTIVE_NAMES, SHADING, SIGNED_VIEWS, SOURCES, VIEWS, ExplorerError, attempts_frame, attribute_objectives,
+                              OBJECTIVE_NAMES, SHADING, SIGNED_VIEWS, SOURCES, VIEWS, attempts_frame, attribute_objectives,
                               comparison_frame, counterfactual, decision_choices, decision_input_attribution,
                               episode_frame, episode_summary, figures_frame, group_advantage, groups_frame,
                               has_decision_tokens, input_frames, reference_for, resolve_problem, run_episode,
@@ -35,16 +34,6 @@ REQ = "ex_request"        # session state: the last "Run episode" request
 CF_REQ = "ex_cf_request"  # session state: (request, decision index) of the last counterfactual
 NO_REF = "none (skip the KL objectives)"
 HOVER = ["term", "share", "align_D", "align_S", "grad_norm"]
-
-
-@contextlib.contextmanager
-def guarded(what: str):
-    """user_errors plus the explorer's own user errors: a message, never a traceback."""
-    with user_errors(what):
-        try:
-            yield
-        except ExplorerError as e:
-            st.error(f"{what}: {e}")
 
 
 # ------------------------------------------------------------------------------- cached work
@@ -148,7 +137,7 @@ max_attempts = int(s3.number_input("Max attempts", 1, 8, 4, 1, key="ex_attempts"
 seed = int(s4.number_input("Seed", 0, 2 ** 31 - 1, 0, 1, key="ex_seed"))
 
 controls = None
-with guarded("Cannot read the problem"):
+with user_errors("Cannot read the problem"):
     if ckpt_path is not None:
         problem = resolve_problem(source, size=size if source == "test set" else rsize, index=index,
                                   text=text, seed=seed)
@@ -156,7 +145,7 @@ with guarded("Cannot read the problem"):
                     "cfg": sampling_key(temperature, top_p, max_attempts), "seed": seed}
 
 if st.button("Run episode", key="ex_run", type="primary", disabled=controls is None):
-    with guarded("Cannot load the checkpoint"):
+    with user_errors("Cannot load the checkpoint"):
         get_checkpoint(controls["path"])
         st.session_state[REQ] = controls
 
@@ -171,7 +160,7 @@ if controls is not None and controls != req:
 
 # ------------------------------------------------------------------------------- the episode
 ep = ckpt = None
-with guarded("Cannot run the episode"):
+with user_errors("Cannot run the episode"):
     ckpt = get_checkpoint(req["path"])
     key = (req["path"], ckpt.hash, req["problem"], req["cfg"], req["seed"])
     with st.spinner("Sampling the episode…"):
@@ -231,7 +220,7 @@ if ref_path is None:
     a4.caption(f"No default: {ref_note}. Pick a reference to see the KL objectives.")
 
 advantage = None
-with guarded("Cannot compute the GRPO advantage"):
+with user_errors("Cannot compute the GRPO advantage"):
     if adv_src == "GRPO group":
         with st.spinner(f"Sampling a GRPO group of {group_n}…"):
             advantage = _advantage(*key, group_n)
@@ -244,13 +233,13 @@ with guarded("Cannot compute the GRPO advantage"):
         advantage = adv_value
 
 ref_ckpt_path = ref_digest = None
-with guarded("Cannot load the KL reference"):
+with user_errors("Cannot load the KL reference"):
     if ref_label != NO_REF:
         ref = get_checkpoint(choices[ref_label])
         ref_ckpt_path, ref_digest = choices[ref_label], ref.hash
 
 atts = None
-with guarded("Cannot attribute the episode"):
+with user_errors("Cannot attribute the episode"):
     with st.spinner("Attributing the gradient of each objective…"):
         atts = _attributions(*key, OBJECTIVE_NAMES, advantage, ref_ckpt_path, ref_digest, False)
         shown = atts
@@ -324,7 +313,7 @@ n_steps = int(d4.number_input("IG steps", 4, 256, 64, 4, key="ex_ia_steps",
                               disabled=INPUT_METHODS[method_label] != "ig"))
 decision_index = next(i for i, d in enumerate(ep.decisions) if d.start <= position < d.end)
 
-with guarded("Cannot attribute the decision token"):
+with user_errors("Cannot attribute the decision token"):
     with st.spinner("Input attribution (captum)…"):
         ia = _input_attribution(*key, position, INPUT_METHODS[method_label], target, n_steps)
     tokens, segments = input_frames(ia, position)
@@ -359,7 +348,7 @@ if st.button("Force the opposite verdict", key="ex_cf", disabled=not has_dec,
              help=None if has_dec else "this checkpoint has no [STOP]/[RESAMPLE] tokens"):
     st.session_state[CF_REQ] = (req, decision_index)
 if st.session_state.get(CF_REQ) == (req, decision_index):
-    with guarded("Cannot roll the counterfactual"):
+    with user_errors("Cannot roll the counterfactual"):
         with st.spinner("Rolling the episode on…"):
             cf = _counterfactual(*key, decision_index)
         st.caption(cf.note)

@@ -7,7 +7,6 @@ attribution in ds_core.compare_attribution.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import streamlit as st
@@ -29,16 +28,6 @@ st.set_page_config(page_title="Compare checkpoints · DS-Lens", layout="wide")
 REQUEST = "cmp_request"
 MAX_CHECKPOINTS = 6
 SOURCES = {"Fixed test set": "test set", "Typed": "typed", "Random of a size": "random"}
-
-
-@contextlib.contextmanager
-def errors(what: str):
-    """user_errors plus this page's own CompareError, shown as a message."""
-    with user_errors(what):
-        try:
-            yield
-        except CompareError as e:
-            st.error(f"{what}: {e}")
 
 
 # --- cached computations (keyed by path + content hash, problem, settings, seed) ---------------
@@ -100,7 +89,7 @@ with st.expander("Add another checkpoint directory (any local Hugging Face causa
     extra = st.text_input("Checkpoint directory", value="", key="cmp_extra",
                           placeholder="/path/to/model_dir")
     if extra.strip():
-        with errors("That directory cannot be compared"):
+        with user_errors("That directory cannot be compared"):
             ck = get_checkpoint(extra.strip())
             add_user_checkpoint(str(ck.path.resolve()))
             st.success(f"Added {ck.path.name} ({ck.arch}, hash {ck.hash}); pick it below.")
@@ -152,7 +141,7 @@ if st.button("Compare", type="primary", key="cmp_go"):
     elif len(paths) > MAX_CHECKPOINTS:
         st.warning(f"Pick at most {MAX_CHECKPOINTS} checkpoints (you picked {len(paths)}).")
     else:
-        with errors("Cannot compare"):
+        with user_errors("Cannot compare"):
             problem = pick_problem(source_kind, **problem_args)
             from ds_core.rollout import SamplingConfig   # imports torch: only once asked to run
             SamplingConfig(*cfg_t)   # validates the settings
@@ -179,7 +168,7 @@ episodes = {}
 bar = st.progress(0.0, text="Sampling…")
 for i, (label, path) in enumerate(zip(labels, req["paths"])):
     bar.progress(i / len(labels), text=f"Sampling {label} ({i + 1}/{len(labels)})…")
-    with errors(f"{label}"):
+    with user_errors(f"{label}"):
         if not Path(path).is_dir():
             raise CompareError(f"{path} is no longer a directory")
         digests[label] = content_hash(path)
@@ -204,7 +193,7 @@ if len(labels) < 2:
 key_paths = tuple(path_of[x] for x in labels)
 key_digests = tuple(digests[x] for x in labels)
 vocab_msg = None
-with errors("Cannot check the vocabularies"):
+with user_errors("Cannot check the vocabularies"):
     vocab_msg = _vocab_problem(tuple(labels), key_paths, key_digests)
 if vocab_msg:
     st.error(f"These checkpoints cannot be teacher-forced together: {vocab_msg}")
@@ -225,7 +214,7 @@ scores = {}
 bar = st.progress(0.0, text="Teacher-forcing…")
 for i, label in enumerate(labels):
     bar.progress(i / len(labels), text=f"Teacher-forcing every transcript through {label}…")
-    with errors(f"Scoring with {label}"):
+    with user_errors(f"Scoring with {label}"):
         scores[label] = _scores(path_of[label], digests[label], transcripts)
 bar.empty()
 if len(scores) < len(labels):
@@ -289,7 +278,7 @@ if "ref_logp" in OBJECTIVES[objective].needs:
     ref_label = a2.selectbox("KL reference (one for every model)", names, index=names.index(default),
                              key="cmp_ref", help=f"default: {source}'s parent when known")
     ref_path, msg = all_choices[ref_label], None
-    with errors("KL reference"):
+    with user_errors("KL reference"):
         ref_digest = content_hash(ref_path)
         msg = _vocab_problem((source, f"{ref_label} (reference)"), (path_of[source], ref_path),
                              (digests[source], ref_digest))
@@ -303,7 +292,7 @@ results = {}
 bar = st.progress(0.0, text="Attributing…")
 for i, label in enumerate(labels):
     bar.progress(i / len(labels), text=f"Attributing {OBJECTIVES[objective].label} under {label}…")
-    with errors(f"Attribution under {label}"):
+    with user_errors(f"Attribution under {label}"):
         res, err = _attribution(path_of[label], digests[label], src_key, objective, advantage,
                                 ref_path, ref_digest)
         results[label] = res if res is not None else err

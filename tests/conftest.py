@@ -86,3 +86,10 @@ def char_tokenizer():
     """DS-Lens' own char-level tokenizer (ds_core.tokenizer.build_tokenizer()). Do not mutate it."""
     from ds_core.tokenizer import build_tokenizer
     return build_tokenizer()
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A fresh results store for the app under test (ui.common keys its store by DS_LENS_DATA)."""
+    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"

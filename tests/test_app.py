@@ -1,7 +1,6 @@
 """The Streamlit home page, through Streamlit's AppTest."""
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from ds_core.checkpoint import Card, save_checkpoint
@@ -9,12 +8,6 @@ from ds_core.model import init_model
 from ds_core.tokenizer import build_tokenizer
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
 
 
 def test_home_renders_and_lists_checkpoints(data_dir):

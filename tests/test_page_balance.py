@@ -14,12 +14,6 @@ from ds_core.model import init_model
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Gradient_balance.py")
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, char_tokenizer):
     d = tmp_path_factory.mktemp("ck") / "tinyck"

@@ -14,12 +14,6 @@ REPO = Path(__file__).resolve().parent.parent
 PAGE = str(REPO / "pages" / "4_Calibration.py")
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
 def _page() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=120)
 

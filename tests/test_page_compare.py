@@ -11,12 +11,6 @@ from ds_core.tasks import test_set as fixed_set
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Compare_checkpoints.py")
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
 def _page() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=120)
 

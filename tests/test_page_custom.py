@@ -11,12 +11,6 @@ PAGE = str(REPO / "pages" / "3_Custom_prompts.py")
 UPLOADS = Path(__file__).resolve().parent / "data" / "uploads"
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
 def _page() -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     assert not at.exception

@@ -5,17 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = str(REPO / "pages" / "1_Episode_explorer.py")
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))   # ui.common keys the store by it
-    return tmp_path / "data"
 
 
 def _page() -> AppTest:

@@ -1,16 +1,9 @@
 """The app shell (ui/common.py, ui/tokens.py): user errors become messages, tables download as CSV,
 the model cache is keyed by content, token HTML carries roles, values and hovers."""
 import pandas as pd
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui.tokens import legend_html, token_html
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DS_LENS_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
 
 
 def _errors_app():
