@@ -99,6 +99,24 @@ def progress_bar(text: str):
     return lambda f, t: bar.progress(min(max(float(f), 0.0), 1.0), text=t)
 
 
+def stored_or_compute(read, compute, cached, key: str, what: str, cost: str):
+    """The stored result (read()), or a button that computes it with a progress bar and stores it
+    (compute(progress)); `cached` is the st.cache_data reader to clear once stored."""
+    res = read()
+    if res is None:
+        st.info(f"Not in the results store yet. {cost}")
+        if st.button("Compute and store", key=key):
+            res = compute(progress_bar(what))
+            cached.clear()
+            st.success(f"Computed {res.n_computed} attributions ({res.n_cached} from the "
+                       f"attribution cache) in {res.wall_s:.1f} s; stored.")
+    else:
+        st.caption(f"From the results store (`{results_store().path}`).")
+    for note in (res.notes if res is not None else ()):
+        st.caption(note)
+    return res
+
+
 def load_shipped_or_none() -> B.Shipped | None:
     p = B.SHIPPED_FILE
     try:
@@ -298,22 +316,14 @@ if view_name == VIEWS[1]:
                                            default=list(BR.DEFAULT_OBJECTIVES), key="sweep_objectives",
                                            format_func=objective_label))
             if path and objs:
-                res = stored_sweep(path, content_hash(path), sizes, per_size, n_wrong, objs)
-                if res is None:
-                    st.info("Not in the results store yet. Computing costs about 0.1-0.7 s per trace and "
-                            "objective on one CPU thread (longer traces cost more).")
-                    if st.button("Compute and store", key="sweep_compute"):
-                        cb = progress_bar("attributing traces")
-                        res = BS.model_length_sweep(get_checkpoint(path), sizes, per_size, n_wrong, objs,
-                                                   store=results_store(), progress=cb)
-                        stored_sweep.clear()
-                        st.success(f"Computed {res.n_computed} attributions ({res.n_cached} from the "
-                                   f"attribution cache) in {res.wall_s:.1f} s; stored.")
-                else:
-                    st.caption(f"From the results store (`{results_store().path}`).")
+                res = stored_or_compute(
+                    lambda: stored_sweep(path, content_hash(path), sizes, per_size, n_wrong, objs),
+                    lambda cb: BS.model_length_sweep(get_checkpoint(path), sizes, per_size, n_wrong, objs,
+                                                     store=results_store(), progress=cb),
+                    stored_sweep, "sweep_compute", "attributing traces",
+                    "Computing costs about 0.1-0.7 s per trace and objective on one CPU thread "
+                    "(longer traces cost more).")
                 if res is not None:
-                    for note in res.notes:
-                        st.caption(note)
                     result_frame, slopes = res.frame, res.summary
             elif not objs:
                 st.info("Pick at least one objective.")
@@ -374,22 +384,14 @@ if view_name == VIEWS[2]:
                                            default=list(BR.DEFAULT_OBJECTIVES), key="data_objectives",
                                            format_func=objective_label))
             if path and objs:
-                res = stored_dataset(path, content_hash(path), sizes, n, objs)
-                if res is None:
-                    st.info("Not in the results store yet. Sampling is fast; attribution costs about "
-                            "0.2 s per episode and objective on one CPU thread.")
-                    if st.button("Compute and store", key="data_compute"):
-                        cb = progress_bar("sampling episodes")
-                        res = BD.dataset_balance(get_checkpoint(path), sizes, n, objs,
-                                                store=results_store(), progress=cb)
-                        stored_dataset.clear()
-                        st.success(f"Computed {res.n_computed} attributions ({res.n_cached} from the "
-                                   f"attribution cache) in {res.wall_s:.1f} s; stored.")
-                else:
-                    st.caption(f"From the results store (`{results_store().path}`).")
+                res = stored_or_compute(
+                    lambda: stored_dataset(path, content_hash(path), sizes, n, objs),
+                    lambda cb: BD.dataset_balance(get_checkpoint(path), sizes, n, objs,
+                                                  store=results_store(), progress=cb),
+                    stored_dataset, "data_compute", "sampling episodes",
+                    "Sampling is fast; attribution costs about 0.2 s per episode and objective on one "
+                    "CPU thread.")
                 if res is not None:
-                    for note in res.notes:
-                        st.caption(note)
                     frame, summary = res.frame, res.summary
             elif not objs:
                 st.info("Pick at least one objective.")
