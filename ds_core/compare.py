@@ -20,30 +20,12 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 
 from .episode import Episode
-from .tasks import Problem, TaskError, TaskSpec, parse_prompt, sample_problems, test_set
+from .tasks import Problem
 
-PROBLEM_SOURCES = ("test set", "typed", "random")
 
 
 class CompareError(ValueError):
     """Checkpoints that cannot be compared the way asked (different vocabularies, too few)."""
-
-
-# ------------------------------------------------------------------------------- problems
-def pick_problem(source: str, *, size: str = "3x3", index: int = 0, text: str = "",
-                 seed: int = 0) -> Problem:
-    """A problem from a fixed test set (`size`, `index`), typed (`text`) or random of a `size`
-    (drawn with `seed`). TaskError with a message a user can act on otherwise."""
-    if source == "test set":
-        probs = test_set(size)
-        if not 0 <= int(index) < len(probs):
-            raise TaskError(f"the {size} test set has problems 0..{len(probs) - 1}, not {index}")
-        return probs[int(index)]
-    if source == "typed":
-        return parse_prompt(text)
-    if source == "random":
-        return sample_problems(TaskSpec.parse(size), 1, int(seed))[0]
-    raise TaskError(f"unknown problem source {source!r}; choose one of {', '.join(PROBLEM_SOURCES)}")
 
 
 # ------------------------------------------------------------------------------- sampling

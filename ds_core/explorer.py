@@ -3,7 +3,7 @@
 Everything the page `pages/1_Episode_explorer.py` shows comes from here as Episodes, frozen
 dataclasses or DataFrames; nothing here imports Streamlit.
 
-    problem = resolve_problem("test set", size="3x4", index=0)
+    problem = pick_problem("test set", size="3x4", index=0)           # ds_core.tasks
     ep = run_episode(ckpt, problem, sampling_config(1.0, 1.0, 4), seed=0)
     atts = attribute_objectives(ckpt, ep, OBJECTIVE_NAMES, advantage=1.0, ref=ref_ckpt, store=store)
     figures_frame(atts); groups_frame(atts); token_table(ep, atts)
@@ -33,20 +33,18 @@ import pandas as pd
 from .episode import RESAMPLE, STOP, Episode
 from .explorer_decisions import (MODEL_LOCK as _LOCK, Counterfactual, ExplorerError, comparison_frame,
                                  counterfactual, decision_input_attribution, input_frames)
-from .tasks import (TEST_SET_N, TEST_SET_SIZES, Problem, TaskError, TaskSpec, parse_prompt, sample_problems,
-                    test_set)
+from .tasks import Problem
 
 # torch, transformers and captum are imported inside the functions that run a model, so the page
 # draws its controls (the cold start) without them.
 
-__all__ = ["ExplorerError", "Attributions", "Counterfactual", "resolve_problem", "sampling_key",
+__all__ = ["ExplorerError", "Attributions", "Counterfactual", "sampling_key",
            "sampling_config", "warm_up", "run_episode", "episode_frame", "attempts_frame",
            "episode_summary", "decision_choices", "reference_for", "group_advantage",
            "attribute_objectives", "skipped_lines", "figures_frame", "groups_frame", "token_table",
            "shading_scale", "view_frame", "has_decision_tokens", "decision_input_attribution",
            "input_frames", "counterfactual", "comparison_frame", "STOP", "RESAMPLE"]
 
-SOURCES = ("test set", "typed", "random")
 OBJECTIVE_NAMES = ("surrogate", "kl_k1", "kl_k3", "sft_sum", "sft_mean", "dft")
 OBJECTIVE_LABELS = {"surrogate": "surrogate", "kl_k1": "KL k1", "kl_k3": "KL k3",
                     "sft_sum": "SFT sum", "sft_mean": "SFT mean", "dft": "DFT"}
@@ -66,27 +64,6 @@ GROUP_SEED_OFFSET = 1_000_000
 # and backward; IG costs n_steps of them and, on these models, converges erratically, see the delta)
 INPUT_METHODS = {"input x gradient": "input_x_gradient", "saliency": "saliency", "integrated gradients": "ig"}
 IG_DELTA_WARN = 0.1       # warn when IG's |convergence delta| exceeds this share of f(x) - f(baseline)
-
-
-# ------------------------------------------------------------------------------- problems
-def resolve_problem(source: str, *, size: str = "3x4", index: int = 0, text: str = "",
-                    seed: int = 0) -> Problem:
-    """The problem a user picked: from a fixed test set (size, index), typed text, or a random
-    problem of a size (seeded). Raises TaskError / ExplorerError with a message a user can act on."""
-    if source == "test set":
-        if size not in TEST_SET_SIZES:
-            raise ExplorerError(f"no fixed test set {size!r}; choose one of {', '.join(TEST_SET_SIZES)}")
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < TEST_SET_N:
-            raise ExplorerError(f"test-set index must be in 0..{TEST_SET_N - 1}, got {index!r}")
-        return test_set(size)[index]
-    if source == "typed":
-        if not str(text).strip():
-            raise TaskError("type a problem first, e.g. 123*4567")
-        return parse_prompt(str(text))
-    if source == "random":
-        spec = TaskSpec.parse(str(size))
-        return sample_problems(spec, 1, int(seed))[0]
-    raise ExplorerError(f"unknown problem source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
 def sampling_key(temperature, top_p, max_attempts) -> tuple[float, float, int]:

@@ -198,3 +198,23 @@ def parse_prompt(text: str) -> Problem:
     op = "+" if re.fullmatch(_ADD, op_s, re.IGNORECASE) else "*"
     a, b = (int(s.replace(",", "")) for s in (a_s, b_s))
     return Problem(a, b, op)
+
+
+PROBLEM_SOURCES = ("test set", "typed", "random")
+
+
+def pick_problem(source: str, *, size: str = "3x3", index: int = 0, text: str = "", seed: int = 0) -> Problem:
+    """The problem a user picked: from a fixed test set (`size`, `index`), typed (`text`), or random
+    of a `size` (drawn with `seed`). TaskError with a message a user can act on otherwise."""
+    if source == "test set":
+        probs = test_set(size)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(probs):
+            raise TaskError(f"the {size} test set has problems 0..{len(probs) - 1}, not {index!r}")
+        return probs[index]
+    if source == "typed":
+        if not str(text).strip():
+            raise TaskError("type a problem first, e.g. 123*4567")
+        return parse_prompt(str(text))
+    if source == "random":
+        return sample_problems(TaskSpec.parse(str(size)), 1, int(seed))[0]
+    raise TaskError(f"unknown problem source {source!r}; choose one of {', '.join(PROBLEM_SOURCES)}")

@@ -14,14 +14,14 @@ from pathlib import Path
 import streamlit as st
 
 from ds_core.explorer import (GROUP_SEED_OFFSET, IG_DELTA_WARN, INPUT_METHODS, OBJECTIVE_LABELS,
-                              OBJECTIVE_NAMES, SHADING, SIGNED_VIEWS, SOURCES, VIEWS, attempts_frame, attribute_objectives,
+                              OBJECTIVE_NAMES, SHADING, SIGNED_VIEWS, VIEWS, attempts_frame, attribute_objectives,
                               comparison_frame, counterfactual, decision_choices, decision_input_attribution,
                               episode_frame, episode_summary, figures_frame, group_advantage, groups_frame,
-                              has_decision_tokens, input_frames, reference_for, resolve_problem, run_episode,
+                              has_decision_tokens, input_frames, reference_for, run_episode,
                               sampling_config, sampling_key, shading_scale, skipped_lines, token_table,
                               view_frame, warm_up)
 from ds_core.store import StoreError
-from ds_core.tasks import EXAMPLE_PROMPTS, TEST_SET_N, TEST_SET_SIZES, Problem
+from ds_core.tasks import EXAMPLE_PROMPTS, PROBLEM_SOURCES, TEST_SET_N, TEST_SET_SIZES, Problem, pick_problem
 from ui.charts.explorer import (HEATMAP_METRICS, decision_sampling_figure, groups_heatmap, segment_figure,
                                 token_figure)
 from ui.common import (chart, checkpoint_choices, get_checkpoint, pick_checkpoint, results_store, table,
@@ -113,7 +113,7 @@ st.markdown(
 
 c1, c2, c3 = st.columns([2, 2, 3])
 ckpt_path = pick_checkpoint("Checkpoint", key="ex_ckpt", default="rl", container=c1)
-source = c2.radio("Problem", SOURCES, horizontal=True, key="ex_source",
+source = c2.radio("Problem", PROBLEM_SOURCES, horizontal=True, key="ex_source",
                   help="a fixed test-set problem, one you type, or a random problem of a size")
 size, index, text, rsize = "3x4", 0, "", "3x4"
 if source == "test set":
@@ -139,7 +139,7 @@ seed = int(s4.number_input("Seed", 0, 2 ** 31 - 1, 0, 1, key="ex_seed"))
 controls = None
 with user_errors("Cannot read the problem"):
     if ckpt_path is not None:
-        problem = resolve_problem(source, size=size if source == "test set" else rsize, index=index,
+        problem = pick_problem(source, size=size if source == "test set" else rsize, index=index,
                                   text=text, seed=seed)
         controls = {"path": ckpt_path, "problem": (problem.a, problem.b, problem.op),
                     "cfg": sampling_key(temperature, top_p, max_attempts), "seed": seed}

@@ -12,11 +12,11 @@ from pathlib import Path
 import streamlit as st
 
 from ds_core.checkpoint import content_hash
-from ds_core.compare import (CompareError, episode_frame, outcome_frame, outcome_line, pick_problem,
+from ds_core.compare import (CompareError, episode_frame, outcome_frame, outcome_line,
                              sample_episode, vocab_problem)
 from ds_core.compare_attribution import attribution_comparison, default_advantage
 from ds_core.compare_teacher_forcing import cross_likelihood, score, teacher_force_scores
-from ds_core.tasks import OOD_SIZES, TEST_SET_N, TEST_SET_SIZES, TRAIN_SIZES, Problem
+from ds_core.tasks import OOD_SIZES, TEST_SET_N, TEST_SET_SIZES, TRAIN_SIZES, Problem, pick_problem
 from ui.charts.compare import (attribution_figures_chart, cross_chart, decision_chart, delta_chart,
                                role_delta_chart, share_diff_chart)
 from ui.common import (add_user_checkpoint, chart, checkpoint_choices, get_checkpoint, pick_checkpoints,

@@ -10,7 +10,7 @@ import torch
 
 from ds_core.attribution import attribute
 from ds_core.checkpoint import SHIPPED_DIR, Card, load_checkpoint, save_checkpoint
-from ds_core.compare import (CompareError, episode_frame, outcome_frame, pick_problem, sample_all,
+from ds_core.compare import (CompareError, episode_frame, outcome_frame, sample_all,
                              sample_episode, vocab_problem)
 from ds_core.compare_attribution import compare_attribution, default_advantage
 from ds_core.compare_teacher_forcing import (GENERATED, cross_likelihood, score, teacher_force,
@@ -19,7 +19,7 @@ from ds_core.model import init_model
 from ds_core.objectives import token_logprobs
 from ds_core.rollout import SamplingConfig, rollout
 from ds_core.store import ResultsStore
-from ds_core.tasks import Problem, TaskError, sample_problems
+from ds_core.tasks import Problem
 from ds_core.tasks import test_set as fixed_set
 from ds_core.tokenizer import decision_token_ids
 
@@ -41,25 +41,6 @@ def episodes(ckpts):
 
 
 # ------------------------------------------------------------------------------- problems
-def test_pick_problem_sources():
-    assert pick_problem("test set", size="3x5", index=42) == fixed_set("3x5")[42]
-    assert pick_problem("typed", text="What is 123 times 4567?") == Problem(123, 4567)
-    assert pick_problem("random", size="2+7", seed=5) == sample_problems("2+7", 1, 5)[0]
-
-
-@pytest.mark.parametrize("kw, word", [
-    ({"source": "test set", "size": "3x3", "index": 100}, "0..99"),
-    ({"source": "test set", "size": "3x12"}, "no fixed test set"),
-    ({"source": "typed", "text": "hello there"}, "cannot read"),
-    ({"source": "random", "size": "3x50"}, "digit count"),
-    ({"source": "random", "size": "abc"}, "cannot read size"),
-    ({"source": "nonsense"}, "unknown problem source"),
-])
-def test_pick_problem_bad_input_is_a_task_error(kw, word):
-    with pytest.raises(TaskError, match=word):
-        pick_problem(**kw)
-
-
 # ------------------------------------------------------------------------------- sampling
 def test_sample_all_matches_direct_rollout_and_shares_the_stream(ckpts, episodes):
     p = fixed_set("3x4")[5]

@@ -17,7 +17,7 @@ from ds_core.episode import RESAMPLE, STOP
 from ds_core.input_attribution import input_attribution
 from ds_core.rollout import Prefix, SamplingConfig, rollout
 from ds_core.store import ResultsStore
-from ds_core.tasks import Problem, TaskError, parse_prompt, sample_problems
+from ds_core.tasks import Problem, pick_problem
 from ds_core.tasks import test_set as fixed_set
 from ui.charts import explorer as charts
 
@@ -46,28 +46,6 @@ def atts(rl, ref, episode):
 
 
 # ------------------------------------------------------------------------------- problems, episodes
-def test_resolve_problem_sources():
-    assert ex.resolve_problem("test set", size="3x5", index=7) == fixed_set("3x5")[7]
-    assert ex.resolve_problem("typed", text="What is 123 times 4567?") == parse_prompt("123*4567")
-    assert ex.resolve_problem("random", size="3x6", seed=5) == sample_problems("3x6", 1, 5)[0]
-    assert ex.resolve_problem("random", size="2+3", seed=1).op == "+"
-
-
-@pytest.mark.parametrize("kw, err, word", [
-    ({"source": "typed", "text": "the meaning of life"}, TaskError, "cannot read"),
-    ({"source": "typed", "text": "  "}, TaskError, "type a problem"),
-    ({"source": "typed", "text": "1234567890123*4"}, TaskError, "digits"),
-    ({"source": "random", "size": "3x99"}, TaskError, "out of range"),
-    ({"source": "random", "size": "banana"}, TaskError, "cannot read size"),
-    ({"source": "test set", "size": "3x12"}, ex.ExplorerError, "no fixed test set"),
-    ({"source": "test set", "size": "3x3", "index": 100}, ex.ExplorerError, "0..99"),
-    ({"source": "nowhere"}, ex.ExplorerError, "unknown problem source"),
-])
-def test_resolve_problem_refuses_bad_input(kw, err, word):
-    with pytest.raises(err, match=word):
-        ex.resolve_problem(**kw)
-
-
 def test_sampling_config_validates():
     assert ex.sampling_config(0.7, 0.9, 3) == SamplingConfig(temperature=0.7, top_p=0.9, max_attempts=3)
     assert ex.sampling_key(1, 1, 4) == (1.0, 1.0, 4)
@@ -81,7 +59,7 @@ def test_the_service_imports_without_model_code():
     """The page's controls (its cold start) need no torch: model code is imported on first use."""
     import subprocess
     import sys
-    code = ("import sys, ds_core.explorer as ex; ex.resolve_problem('typed', text='12*34'); "
+    code = ("import sys, ds_core.explorer as ex, ds_core.tasks as t; t.pick_problem('typed', text='12*34'); "
             "ex.sampling_key(1, 1, 4); assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -329,7 +307,7 @@ def test_charts_survive_empty_and_non_finite_input():
 
 def test_problem_is_plain_data():
     # the page keys its caches on (a, b, op) tuples
-    p = ex.resolve_problem("typed", text="12 + 345")
+    p = pick_problem("typed", text="12 + 345")
     assert Problem(p.a, p.b, p.op) == p
 
 

@@ -342,3 +342,30 @@ def test_parse_prompt_rejects_informatively(text, needles):
 def test_parse_prompt_rejects_non_text(value):
     with pytest.raises(TaskError, match="expected text"):
         parse_prompt(value)
+
+
+# --- the problem a page's user picks (Episode explorer, Compare checkpoints) ---------------------
+def test_pick_problem_sources():
+    from ds_core.tasks import pick_problem
+    assert pick_problem("test set", size="3x5", index=7) == load_test_set("3x5")[7]
+    assert pick_problem("typed", text="What is 123 times 4567?") == Problem(123, 4567)
+    assert pick_problem("random", size="3x6", seed=5) == sample_problems("3x6", 1, 5)[0]
+    assert pick_problem("random", size="2+7", seed=5) == sample_problems("2+7", 1, 5)[0]
+    assert pick_problem("random", size="2+3", seed=1).op == "+"
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"source": "typed", "text": "the meaning of life"}, "cannot read"),
+    ({"source": "typed", "text": "  "}, "type a problem"),
+    ({"source": "typed", "text": "1234567890123*4"}, "digits"),
+    ({"source": "random", "size": "3x99"}, "out of range"),
+    ({"source": "random", "size": "3x50"}, "digit count"),
+    ({"source": "random", "size": "banana"}, "cannot read size"),
+    ({"source": "test set", "size": "3x12"}, "no fixed test set"),
+    ({"source": "test set", "size": "3x3", "index": 100}, "0..99"),
+    ({"source": "nowhere"}, "unknown problem source"),
+])
+def test_pick_problem_bad_input_is_a_task_error(kw, word):
+    from ds_core.tasks import pick_problem
+    with pytest.raises(TaskError, match=word):
+        pick_problem(**kw)
