@@ -3,15 +3,18 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: install app test bench eval clean-venv screenshots
+.PHONY: install app test test-fast lint format bench eval clean-venv screenshots
 
-$(STAMP): requirements.txt
+# the pinned requirements, then DS-Lens itself as an editable package (ds_core and ui importable
+# from anywhere, so no file patches sys.path)
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -22,6 +25,18 @@ app: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the suite without the real browser and without the slow tests (training, long evaluations)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not browser and not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
 	$(PY) bench/rollout.py
@@ -35,4 +50,4 @@ clean-venv:
 # README screenshots and browser timings: the end-to-end browser test with screenshots on
 # (needs Debian's chromium: apt-get install chromium).
 screenshots: $(STAMP)
-	DS_LENS_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_browser.py -q -s
+	DS_LENS_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/e2e/test_browser.py -q -s

@@ -18,6 +18,7 @@ All timings are the minimum over --repeats rounds with the methods interleaved i
 naive loop at T ~ 500: one run, in the middle of the first round), objective sft_sum, eager
 attention for every method.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ds_core.attribution import attribute  # noqa: E402
-from ds_core.attribution_engine import _Engine, autodiff_attention  # noqa: E402
-from ds_core.formats import DSFormat  # noqa: E402
-from ds_core.model import init_model, n_params  # noqa: E402
-from ds_core.objectives import OBJECTIVES, token_logprobs  # noqa: E402
-from ds_core.rollout import prompt_prefix  # noqa: E402
-from ds_core.tasks import sample_problems  # noqa: E402
-from ds_core.tokenizer import build_tokenizer  # noqa: E402
+from ds_core.attribution.engine import Engine, autodiff_attention  # noqa: E402
+from ds_core.attribution.gradient import attribute  # noqa: E402
+from ds_core.episodes.formats import DSFormat  # noqa: E402
+from ds_core.episodes.tasks import sample_problems  # noqa: E402
+from ds_core.episodes.tokenizer import build_tokenizer  # noqa: E402
+from ds_core.models.model import init_model, n_params  # noqa: E402
+from ds_core.models.rollout import prompt_prefix  # noqa: E402
+from ds_core.objectives import OBJECTIVES  # noqa: E402
+from ds_core.objectives.terms import token_logprobs  # noqa: E402
 
 OBJ = "sft_sum"
 LAYOUTS = {110: [("3x8", 1)], 500: [("3x9", 4), ("3x10", 4), ("3x11", 4)]}
@@ -113,8 +113,12 @@ def shares_naive(model, ep):
     mask[0, gen] = 1
     params = [p for p in model.parameters()]
     terms = OBJECTIVES[OBJ].terms(token_logprobs(model, ids), mask)[0]
-    flat = lambda g: torch.cat([(torch.zeros_like(p) if x is None else x).reshape(-1).double()  # noqa: E731
-                                for x, p in zip(g, params)])
+    flat = lambda g: torch.cat(
+        [
+            (torch.zeros_like(p) if x is None else x).reshape(-1).double()  # noqa: E731
+            for x, p in zip(g, params)
+        ]
+    )
     G = flat(torch.autograd.grad(terms.sum(), params, retain_graph=True, allow_unused=True))
     g2 = float(G @ G)
     out = torch.zeros(ids.shape[1], dtype=torch.float64)
@@ -152,8 +156,7 @@ def mem_child(method: str, threads: int):
     ep = build_episode(tok, fmt, 500)
     attribute(model, build_episode(tok, fmt, 110), OBJ, norms=False)  # warm-up: lazy imports, kernels
     with autodiff_attention(model):
-        eng = _Engine(model, ep, OBJ, advantage=None, ref_model=None, clip_eps=0.2, tokenizer=None,
-                      ref_tokenizer=None)
+        eng = Engine(model, ep, OBJ, advantage=None, ref_model=None, clip_eps=0.2, tokenizer=None, ref_tokenizer=None)
         base = _reset_peak()
         if method == "fwd_bwd":
             fwd_bwd(eng)
@@ -174,8 +177,11 @@ def mem_child(method: str, threads: int):
         base = _reset_peak()
         attribute(model, ep, OBJ, norms=True, norms_method="loop")
     peak = _status_kb("VmHWM") / 1024
-    print(json.dumps({"method": method, "T": len(ep.token_ids), "base_mb": base, "peak_mb": peak,
-                      "delta_mb": peak - base}))
+    print(
+        json.dumps(
+            {"method": method, "T": len(ep.token_ids), "base_mb": base, "peak_mb": peak, "delta_mb": peak - base}
+        )
+    )
 
 
 def machine() -> str:
@@ -187,8 +193,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{platform.machine()}, nproc {os.cpu_count()}, CPU {cpu}, torch {torch.__version__}, "
-            f"python {platform.python_version()}")
+    return (
+        f"{platform.machine()}, nproc {os.cpu_count()}, CPU {cpu}, torch {torch.__version__}, "
+        f"python {platform.python_version()}"
+    )
 
 
 def main():
@@ -208,28 +216,39 @@ def main():
         T = len(ep.token_ids)
         rep = args.repeats
         with autodiff_attention(model):
-            eng = _Engine(model, ep, OBJ, advantage=None, ref_model=None, clip_eps=0.2, tokenizer=None,
-                          ref_tokenizer=None)
-            fns = {"fb": lambda: fwd_bwd(eng), "jvp": lambda: shares_jvp(eng),
-                   "dbl": lambda: shares_jvp(eng, "double_backward"),
-                   "attr": lambda: attribute(model, ep, OBJ, norms=False)}
-            best, out = interleaved(fns, rep, naive=lambda: shares_naive(model, ep),
-                                    naive_rounds=rep if T < 200 else 1)
+            eng = Engine(
+                model, ep, OBJ, advantage=None, ref_model=None, clip_eps=0.2, tokenizer=None, ref_tokenizer=None
+            )
+            fns = {
+                "fb": lambda: fwd_bwd(eng),
+                "jvp": lambda: shares_jvp(eng),
+                "dbl": lambda: shares_jvp(eng, "double_backward"),
+                "attr": lambda: attribute(model, ep, OBJ, norms=False),
+            }
+            best, out = interleaved(fns, rep, naive=lambda: shares_naive(model, ep), naive_rounds=rep if T < 200 else 1)
         t_fb, t_jvp, t_dbl, t_attr, t_naive = (best[k] for k in ("fb", "jvp", "dbl", "attr", "naive"))
         s_jvp, s_dbl, r, s_naive = out["jvp"], out["dbl"], out["attr"], out["naive"]
         err = lambda a: float((a - s_naive).abs().max() / s_naive.abs().max())  # noqa: E731
         err_attr = err(torch.tensor(r.share, dtype=torch.float64))
-        print(f"\nT = {T} tokens ({ep.problem.size}, {ep.n_attempts} attempt(s), "
-              f"{len(ep.positions('sampling'))} sampling / {len(ep.positions('decision'))} decision)")
+        print(
+            f"\nT = {T} tokens ({ep.problem.size}, {ep.n_attempts} attempt(s), "
+            f"{len(ep.positions('sampling'))} sampling / {len(ep.positions('decision'))} decision)"
+        )
         print(f"  fwd+bwd (unit)           {t_fb * 1e3:9.1f} ms")
-        print(f"  shares (JVP)             {t_jvp * 1e3:9.1f} ms  = {t_jvp / t_fb:5.2f}x fwd+bwd  "
-              f"speed-up vs loop {t_naive / t_jvp:6.1f}x  max rel err {err(s_jvp):.1e}  "
-              f"sum {float(s_jvp.sum()):.6f}")
-        print(f"  shares (dbl-bwd)         {t_dbl * 1e3:9.1f} ms  = {t_dbl / t_fb:5.2f}x fwd+bwd  "
-              f"speed-up vs loop {t_naive / t_dbl:6.1f}x  max rel err {err(s_dbl):.1e}")
-        print(f"  attribute(norms=False)   {t_attr * 1e3:9.1f} ms  = {t_attr / t_fb:5.2f}x fwd+bwd  "
-              f"speed-up vs loop {t_naive / t_attr:6.1f}x  max rel err {err_attr:.1e}  "
-              f"[{r.method['products']}]")
+        print(
+            f"  shares (JVP)             {t_jvp * 1e3:9.1f} ms  = {t_jvp / t_fb:5.2f}x fwd+bwd  "
+            f"speed-up vs loop {t_naive / t_jvp:6.1f}x  max rel err {err(s_jvp):.1e}  "
+            f"sum {float(s_jvp.sum()):.6f}"
+        )
+        print(
+            f"  shares (dbl-bwd)         {t_dbl * 1e3:9.1f} ms  = {t_dbl / t_fb:5.2f}x fwd+bwd  "
+            f"speed-up vs loop {t_naive / t_dbl:6.1f}x  max rel err {err(s_dbl):.1e}"
+        )
+        print(
+            f"  attribute(norms=False)   {t_attr * 1e3:9.1f} ms  = {t_attr / t_fb:5.2f}x fwd+bwd  "
+            f"speed-up vs loop {t_naive / t_attr:6.1f}x  max rel err {err_attr:.1e}  "
+            f"[{r.method['products']}]"
+        )
         print(f"  naive per-token loop     {t_naive * 1e3:9.1f} ms  = {t_naive / t_fb:5.1f}x fwd+bwd")
         if target == 110:
             tl, _ = tmin(lambda: attribute(model, ep, OBJ, norms_method="loop"), 1)
@@ -237,13 +256,27 @@ def main():
             print(f"  attribute(norms=True)    loop {tl * 1e3:.0f} ms, batched(chunk 64) {tb * 1e3:.0f} ms")
     if not args.no_memory:
         print("\npeak memory at T ~ 500 (peak RSS growth over the method, fresh process per method):")
-        for m in ("fwd_bwd", "shares_jvp", "shares_dbl", "attribute", "attribute_norms_loop",
-                  "attribute_norms_batched", "naive"):
-            out = subprocess.run([sys.executable, __file__, "--mem-child", m, "--threads", str(args.threads)],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        for m in (
+            "fwd_bwd",
+            "shares_jvp",
+            "shares_dbl",
+            "attribute",
+            "attribute_norms_loop",
+            "attribute_norms_batched",
+            "naive",
+        ):
+            out = (
+                subprocess.run(
+                    [sys.executable, __file__, "--mem-child", m, "--threads", str(args.threads)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             d = json.loads(out)
-            print(f"  {d['method']:34s} +{d['delta_mb']:7.1f} MB  "
-                  f"(process peak {d['peak_mb']:.0f} MB, T = {d['T']})")
+            print(f"  {d['method']:34s} +{d['delta_mb']:7.1f} MB  (process peak {d['peak_mb']:.0f} MB, T = {d['T']})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Zhao et al. 2026 (arXiv 2601.01580), Table 1: accuracy % on 100 problems per size, Qwen2.5-7B.
 """
+
 from __future__ import annotations
 
 SIZES = ("3x3", "3x4", "3x5", "3x6", "3x7", "3x8", "3x9")

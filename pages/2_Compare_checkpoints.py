@@ -2,25 +2,43 @@
 teacher-forced on one transcript (per-token Δ log-prob, decision-token probabilities, Δ gradient
 attribution), so that a difference is about the model, not the sample.
 
-Pages only draw: sampling lives in ds_core.compare, scoring in ds_core.compare_teacher_forcing,
-attribution in ds_core.compare_attribution.
+Pages only draw: sampling lives in ui.services.compare, scoring in ui.services.compare_teacher_forcing,
+attribution in ui.services.compare_attribution.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import streamlit as st
 
-from ds_core.checkpoint import content_hash
-from ds_core.compare import (CompareError, episode_frame, outcome_frame, outcome_line,
-                             sample_episode, vocab_problem)
-from ds_core.compare_attribution import attribution_comparison, default_advantage
-from ds_core.compare_teacher_forcing import cross_likelihood, score, teacher_force_scores
-from ds_core.tasks import OOD_SIZES, TEST_SET_N, TEST_SET_SIZES, TRAIN_SIZES, Problem, pick_problem
-from ui.charts.compare import (attribution_figures_chart, cross_chart, decision_chart, delta_chart,
-                               role_delta_chart, share_diff_chart)
-from ui.common import (add_user_checkpoint, chart, checkpoint_choices, get_checkpoint, pick_checkpoints,
-                       results_store, table, user_errors)
+from ds_core.attribution.reference import parent_among
+from ds_core.episodes.tasks import OOD_SIZES, TEST_SET_N, TEST_SET_SIZES, TRAIN_SIZES, Problem, pick_problem
+from ds_core.models.checkpoint import content_hash
+from ds_core.models.sampling import SamplingConfig
+from ds_core.objectives import OBJECTIVES
+from ui.charts.compare import (
+    attribution_figures_chart,
+    cross_chart,
+    decision_chart,
+    delta_chart,
+    role_delta_chart,
+    share_diff_chart,
+)
+from ui.common import (
+    add_user_checkpoint,
+    chart,
+    checkpoint_choices,
+    get_checkpoint,
+    pick_checkpoints,
+    results_store,
+    table,
+    user_errors,
+)
+from ui.services.compare import CompareError, outcome_frame, outcome_line, sample_episode, vocab_problem
+from ui.services.compare_attribution import attribute_one, attribution_comparison, default_advantage
+from ui.services.compare_teacher_forcing import cross_likelihood, score, teacher_force_scores
+from ui.services.episodes import episode_frame
 from ui.tokens import legend_html, token_html
 
 st.set_page_config(page_title="Compare checkpoints · DS-Lens", layout="wide")
@@ -33,7 +51,6 @@ SOURCES = {"Fixed test set": "test set", "Typed": "typed", "Random of a size": "
 # --- cached computations (keyed by path + content hash, problem, settings, seed) ---------------
 @st.cache_data(show_spinner=False, max_entries=256)
 def _episode(path: str, digest: str, problem: tuple, cfg: tuple, seed: int):
-    from ds_core.rollout import SamplingConfig
     return sample_episode(get_checkpoint(path), Problem(*problem), SamplingConfig(*cfg), seed)
 
 
@@ -48,22 +65,25 @@ def _scores(path: str, digest: str, transcripts: tuple):
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _attribution(path: str, digest: str, src: tuple, objective: str, advantage: float | None,
-                 ref_path: str | None, ref_digest: str | None):
+def _attribution(
+    path: str,
+    digest: str,
+    src: tuple,
+    objective: str,
+    advantage: float | None,
+    ref_path: str | None,
+    ref_digest: str | None,
+):
     """(AttributionResult, None) or (None, the reason it cannot be computed); the results store
     caches the result across sessions too."""
-    from ds_core.attribution import AttributionError
-    from ds_core.attribution_runs import cached_attribute
-    ep = _episode(*src)
-    kw = {"norms": False}
-    if advantage is not None:
-        kw["advantage"] = advantage
-    if ref_path is not None:
-        kw["ref_model"] = get_checkpoint(ref_path)
-    try:
-        return cached_attribute(get_checkpoint(path), ep, objective, results_store(), **kw), None
-    except AttributionError as e:
-        return None, str(e)
+    return attribute_one(
+        get_checkpoint(path),
+        _episode(*src),
+        objective,
+        results_store(),
+        advantage=advantage,
+        ref=get_checkpoint(ref_path) if ref_path else None,
+    )
 
 
 def _size_note(p: Problem) -> str:
@@ -83,11 +103,11 @@ st.markdown(
     "checkpoint's episode as a fixed transcript** and teacher-force it through every model: the "
     "per-token Δ log-prob, the probabilities each model gives `[STOP]` / `[RESAMPLE]` at each "
     "decision, and the gradient attribution of an objective under each model. A difference on a "
-    "fixed transcript is about the model, not the sample.")
+    "fixed transcript is about the model, not the sample."
+)
 
 with st.expander("Add another checkpoint directory (any local Hugging Face causal LM)"):
-    extra = st.text_input("Checkpoint directory", value="", key="cmp_extra",
-                          placeholder="/path/to/model_dir")
+    extra = st.text_input("Checkpoint directory", value="", key="cmp_extra", placeholder="/path/to/model_dir")
     if extra.strip():
         with user_errors("That directory cannot be compared"):
             ck = get_checkpoint(extra.strip())
@@ -104,36 +124,49 @@ with c_prob:
     source_kind = SOURCES[src_label]
     if source_kind == "test set":
         a1, a2 = st.columns(2)
-        size = a1.selectbox("Test set", TEST_SET_SIZES, index=TEST_SET_SIZES.index("3x4"), key="cmp_ts_size",
-                            help="3x3 and 3x4: training distribution; 3x5..3x9: out of distribution")
-        index = a2.number_input(f"Problem index (0..{TEST_SET_N - 1})", min_value=0,
-                                max_value=TEST_SET_N - 1, value=5, step=1, key="cmp_ts_index",
-                                help="default 3x4 #5: with seed 0, sft_reflection keeps a wrong first "
-                                     "answer and rl resamples")
+        size = a1.selectbox(
+            "Test set",
+            TEST_SET_SIZES,
+            index=TEST_SET_SIZES.index("3x4"),
+            key="cmp_ts_size",
+            help="3x3 and 3x4: training distribution; 3x5..3x9: out of distribution",
+        )
+        index = a2.number_input(
+            f"Problem index (0..{TEST_SET_N - 1})",
+            min_value=0,
+            max_value=TEST_SET_N - 1,
+            value=5,
+            step=1,
+            key="cmp_ts_index",
+            help="default 3x4 #5: with seed 0, sft_reflection keeps a wrong first answer and rl resamples",
+        )
         problem_args = {"size": size, "index": int(index)}
     elif source_kind == "typed":
-        text = st.text_input("Problem", value="123*4567", key="cmp_text",
-                             help="e.g. 123*4567, 123 x 4567, What is 123 times 4567?, 12 + 345")
+        text = st.text_input(
+            "Problem",
+            value="123*4567",
+            key="cmp_text",
+            help="e.g. 123*4567, 123 x 4567, What is 123 times 4567?, 12 + 345",
+        )
         problem_args = {"text": text}
     else:
         a1, a2 = st.columns(2)
         size = a1.text_input("Size (e.g. 3x5, 2+7; 1..12 digits)", value="3x5", key="cmp_rnd_size")
-        pseed = a2.number_input("Problem seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
-                                key="cmp_rnd_seed")
+        pseed = a2.number_input("Problem seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="cmp_rnd_seed")
         problem_args = {"size": size, "seed": int(pseed)}
 with c_samp:
     s1, s2 = st.columns(2)
-    temperature = s1.number_input("Temperature", min_value=0.0, max_value=5.0, value=1.0, step=0.1,
-                                  key="cmp_temp", help="0 = greedy")
+    temperature = s1.number_input(
+        "Temperature", min_value=0.0, max_value=5.0, value=1.0, step=0.1, key="cmp_temp", help="0 = greedy"
+    )
     top_p = s2.number_input("Top-p", min_value=0.05, max_value=1.0, value=1.0, step=0.05, key="cmp_top_p")
-    max_attempts = s1.number_input("Retry cap (attempts)", min_value=1, max_value=8, value=4, step=1,
-                                   key="cmp_attempts")
-    seed = s2.number_input("Sampling seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
-                           key="cmp_seed")
+    max_attempts = s1.number_input(
+        "Retry cap (attempts)", min_value=1, max_value=8, value=4, step=1, key="cmp_attempts"
+    )
+    seed = s2.number_input("Sampling seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="cmp_seed")
 
 cfg_t = (float(temperature), float(top_p), int(max_attempts))
-current = {"paths": tuple(paths), "source": source_kind, "problem_args": problem_args, "cfg": cfg_t,
-           "seed": int(seed)}
+current = {"paths": tuple(paths), "source": source_kind, "problem_args": problem_args, "cfg": cfg_t, "seed": int(seed)}
 
 if st.button("Compare", type="primary", key="cmp_go"):
     if len(paths) < 2:
@@ -143,10 +176,12 @@ if st.button("Compare", type="primary", key="cmp_go"):
     else:
         with user_errors("Cannot compare"):
             problem = pick_problem(source_kind, **problem_args)
-            from ds_core.rollout import SamplingConfig   # imports torch: only once asked to run
-            SamplingConfig(*cfg_t)   # validates the settings
-            st.session_state[REQUEST] = {**current, "problem": (problem.a, problem.b, problem.op),
-                                         "labels": tuple(label_of.get(p, Path(p).name) for p in paths)}
+            SamplingConfig(*cfg_t)  # validates the settings
+            st.session_state[REQUEST] = {
+                **current,
+                "problem": (problem.a, problem.b, problem.op),
+                "labels": tuple(label_of.get(p, Path(p).name) for p in paths),
+            }
 
 req = st.session_state.get(REQUEST)
 if req is None:
@@ -157,9 +192,11 @@ if {k: req[k] for k in current} != current:
 
 problem = Problem(*req["problem"])
 labels = list(req["labels"])
-st.markdown(f"**Problem:** {problem.display} = {problem.answer} ({_size_note(problem)}) · "
-            f"temperature {req['cfg'][0]:g}, top-p {req['cfg'][1]:g}, retry cap {req['cfg'][2]}, "
-            f"seed {req['seed']}")
+st.markdown(
+    f"**Problem:** {problem.display} = {problem.answer} ({_size_note(problem)}) · "
+    f"temperature {req['cfg'][0]:g}, top-p {req['cfg'][1]:g}, retry cap {req['cfg'][2]}, "
+    f"seed {req['seed']}"
+)
 
 # --- 1. sampled episodes ---------------------------------------------------------------------
 st.header("Sampled episodes")
@@ -200,14 +237,16 @@ if vocab_msg:
     st.stop()
 
 c1, c2, c3 = st.columns([2, 2, 1])
-source = c1.selectbox("Transcript: the episode sampled by", labels, index=len(labels) - 1,
-                      key="cmp_source")
+source = c1.selectbox("Transcript: the episode sampled by", labels, index=len(labels) - 1, key="cmp_source")
 others = [x for x in labels if x != source]
-other = c2.selectbox("Shade tokens by the difference of", others, key="cmp_other") if len(others) > 1 \
-    else others[0]
-with_prompt = c3.toggle("Show prompt", value=False, key="cmp_prompt",
-                        help="The prompt is the problem itself: no model chose it, and its log-probs "
-                             "dwarf the generated tokens' differences")
+other = c2.selectbox("Shade tokens by the difference of", others, key="cmp_other") if len(others) > 1 else others[0]
+with_prompt = c3.toggle(
+    "Show prompt",
+    value=False,
+    key="cmp_prompt",
+    help="The prompt is the problem itself: no model chose it, and its log-probs "
+    "dwarf the generated tokens' differences",
+)
 
 transcripts = tuple(tuple(ep.token_ids) for ep in episodes.values())
 scores = {}
@@ -224,12 +263,23 @@ tf = teacher_force_scores(episodes[source], source, {x: scores[x][idx] for x in 
 for note in tf.notes:
     st.info(note)
 
-st.caption(f"Shading: Δ log p = log p_{other}(token | prefix) − log p_{source}(token | prefix) on "
-           f"{source}'s tokens (red: {other} finds the token more likely, blue: less). Hover a token "
-           f"for its numbers (transcript model: {source}, compared model: {other}).")
-st.html(token_html(tf.pair(other, include_prompt=with_prompt), value="delta", hover=["segment", "logp_transcript_model",
-                                               "logp_compared_model", "delta"]))
-chart(delta_chart(tf.tokens, source, include_prompt=with_prompt), f"delta logprob on {source} transcript", key="cmp_ch_delta")
+st.caption(
+    f"Shading: Δ log p = log p_{other}(token | prefix) − log p_{source}(token | prefix) on "
+    f"{source}'s tokens (red: {other} finds the token more likely, blue: less). Hover a token "
+    f"for its numbers (transcript model: {source}, compared model: {other})."
+)
+st.html(
+    token_html(
+        tf.pair(other, include_prompt=with_prompt),
+        value="delta",
+        hover=["segment", "logp_transcript_model", "logp_compared_model", "delta"],
+    )
+)
+chart(
+    delta_chart(tf.tokens, source, include_prompt=with_prompt),
+    f"delta logprob on {source} transcript",
+    key="cmp_ch_delta",
+)
 with st.expander("Per-token log-probs of every model (table)"):
     table(tf.tokens, f"per-token logprobs on {source} transcript", key="cmp_dl_tokens")
 
@@ -252,36 +302,54 @@ with st.expander("Every model on every transcript (mean log-prob)"):
 
 # --- 3. delta attribution --------------------------------------------------------------------
 st.header("Δ attribution on the same transcript")
-st.caption("For one objective, the gradient of its per-token terms on this transcript is split into "
-           "G_S (sampling tokens) and G_D (decision tokens) under each model (ds_core.attribution, "
-           "per-token norms off). Share s_t = ⟨∇l_t, G⟩/|G|² sums to 1 over the tokens.")
-from ds_core.objectives import OBJECTIVES  # noqa: E402 - torch is imported once results are shown
+st.caption(
+    "For one objective, the gradient of its per-token terms on this transcript is split into "
+    "G_S (sampling tokens) and G_D (decision tokens) under each model (ds_core.attribution, "
+    "per-token norms off). Share s_t = ⟨∇l_t, G⟩/|G|² sums to 1 over the tokens."
+)
+
 ep_src = episodes[source]
 a1, a2, a3 = st.columns(3)
-objective = a1.selectbox("Objective", list(OBJECTIVES), format_func=lambda o: OBJECTIVES[o].label,
-                         index=list(OBJECTIVES).index("surrogate"), key="cmp_objective")
+objective = a1.selectbox(
+    "Objective",
+    list(OBJECTIVES),
+    format_func=lambda o: OBJECTIVES[o].label,
+    index=list(OBJECTIVES).index("surrogate"),
+    key="cmp_objective",
+)
 a1.caption(OBJECTIVES[objective].description)
 advantage = ref_path = ref_digest = None
 ref_label = None
 if "advantages" in OBJECTIVES[objective].needs:
-    advantage = float(a2.number_input(
-        "Advantage A", min_value=-100.0, max_value=100.0, value=default_advantage(ep_src), step=0.5,
-        key=f"cmp_adv_{source}", help="default: +1 when the transcript's final answer is correct, -1 "
-                                      "otherwise"))
+    advantage = float(
+        a2.number_input(
+            "Advantage A",
+            min_value=-100.0,
+            max_value=100.0,
+            value=default_advantage(ep_src),
+            step=0.5,
+            key=f"cmp_adv_{source}",
+            help="default: +1 when the transcript's final answer is correct, -1 otherwise",
+        )
+    )
 if "ref_logp" in OBJECTIVES[objective].needs:
     all_choices = checkpoint_choices()
     names = list(all_choices)
-    card = get_checkpoint(path_of[source]).card
-    parent = next((n for n, p in all_choices.items() if card is not None and card.parent
-                   and content_hash(p) == card.parent), None)
+    parent = parent_among(get_checkpoint(path_of[source]), all_choices)
     default = parent or ("sft_reflection" if "sft_reflection" in names else names[0])
-    ref_label = a2.selectbox("KL reference (one for every model)", names, index=names.index(default),
-                             key="cmp_ref", help=f"default: {source}'s parent when known")
+    ref_label = a2.selectbox(
+        "KL reference (one for every model)",
+        names,
+        index=names.index(default),
+        key="cmp_ref",
+        help=f"default: {source}'s parent when known",
+    )
     ref_path, msg = all_choices[ref_label], None
     with user_errors("KL reference"):
         ref_digest = content_hash(ref_path)
-        msg = _vocab_problem((source, f"{ref_label} (reference)"), (path_of[source], ref_path),
-                             (digests[source], ref_digest))
+        msg = _vocab_problem(
+            (source, f"{ref_label} (reference)"), (path_of[source], ref_path), (digests[source], ref_digest)
+        )
         if msg:
             raise CompareError(f"the reference cannot score this transcript: {msg}")
     if ref_digest is None or msg:
@@ -293,27 +361,28 @@ bar = st.progress(0.0, text="Attributing…")
 for i, label in enumerate(labels):
     bar.progress(i / len(labels), text=f"Attributing {OBJECTIVES[objective].label} under {label}…")
     with user_errors(f"Attribution under {label}"):
-        res, err = _attribution(path_of[label], digests[label], src_key, objective, advantage,
-                                ref_path, ref_digest)
+        res, err = _attribution(path_of[label], digests[label], src_key, objective, advantage, ref_path, ref_digest)
         results[label] = res if res is not None else err
 bar.empty()
 if results:
     ac = attribution_comparison(ep_src, source, objective, results, advantage=advantage, ref=ref_label)
     for label, err in ac.errors.items():
         st.warning(f"{label}: no attribution — {err}")
-    chart(attribution_figures_chart(ac.figures, objective), f"attribution figures {objective}",
-          key="cmp_ch_fig")
+    chart(attribution_figures_chart(ac.figures, objective), f"attribution figures {objective}", key="cmp_ch_fig")
     table(ac.figures, f"attribution figures {objective} on {source} transcript", key="cmp_dl_fig")
     if source in ac.errors:
         st.info(f"No share difference: {source}'s own attribution (the transcript's model) failed.")
     elif other in ac.errors:
         st.info(f"No share difference for {other}: its attribution failed.")
     else:
-        st.caption(f"Shading: Δ share = s_t({other}) − s_t({source}) (red: a larger share of "
-                   f"{other}'s gradient).")
-        st.html(token_html(ac.pair(other), value="share_diff", hover=["segment", "share_transcript_model",
-                                                          "share_compared_model", "share_diff"]))
-        chart(share_diff_chart(ac.tokens, source, objective), f"share difference {objective}",
-              key="cmp_ch_share")
+        st.caption(f"Shading: Δ share = s_t({other}) − s_t({source}) (red: a larger share of {other}'s gradient).")
+        st.html(
+            token_html(
+                ac.pair(other),
+                value="share_diff",
+                hover=["segment", "share_transcript_model", "share_compared_model", "share_diff"],
+            )
+        )
+        chart(share_diff_chart(ac.tokens, source, objective), f"share difference {objective}", key="cmp_ch_share")
     with st.expander("Per-token attribution of every model (table)"):
         table(ac.tokens, f"per-token attribution {objective} on {source} transcript", key="cmp_dl_attr")

@@ -1,25 +1,34 @@
 """Custom prompts: run one or more checkpoints on your own problems (upload or paste), see what each
 one answered, how many attempts it took and which decisions (STOP / RESAMPLE) it made.
 
-Pages only draw: reading and parsing live in ds_core.custom_prompts_upload, running in
-ds_core.custom_prompts_run.
+Pages only draw: reading and parsing live in ui.services.custom_prompts_upload, running in
+ui.services.custom_prompts_run.
 """
+
 from __future__ import annotations
 
 import time
 
 import streamlit as st
 
-from ds_core.custom_prompts_run import run_prompts
-from ds_core.custom_prompts_upload import (MAX_BYTES, MAX_ROWS, UploadError, errors_frame, parse_rows,
-                                           preview_frame, read_text, read_upload)
-from ds_core.tasks import EXAMPLE_PROMPTS
+from ds_core.episodes.tasks import EXAMPLE_PROMPTS
 from ui.common import chart, get_checkpoint, pick_checkpoints, results_store, table, user_errors
+from ui.services.custom_prompts_run import run_prompts
+from ui.services.custom_prompts_upload import (
+    MAX_BYTES,
+    MAX_ROWS,
+    errors_frame,
+    parse_rows,
+    preview_frame,
+    read_text,
+    read_upload,
+)
 
 st.set_page_config(page_title="Custom prompts · DS-Lens", layout="wide")
 
-DEFAULT_TEXT = "\n".join(["123*456", "123 x 4567", "What is 321 times 654?", "987 × 65432 =",
-                          "123*4567890", "what is the meaning of life?"])
+DEFAULT_TEXT = "\n".join(
+    ["123*456", "123 x 4567", "What is 321 times 654?", "987 × 65432 =", "123*4567890", "what is the meaning of life?"]
+)
 SHOW = ("all rows", "wrong answers", "rows that resampled", "rows with flags")
 RESULT_KEY = "cp_result"
 
@@ -41,22 +50,27 @@ st.markdown(
     "Run checkpoints on **your own problems** and see, row by row, the answer, the number of "
     "attempts, the decision sequence (`[STOP]` keeps an answer, `[RESAMPLE]` tries again) and the "
     "**decision share** (decision tokens / generated tokens: the few tokens the decision policy "
-    "writes). Accepted forms: " + ", ".join(f"`{e}`" for e in EXAMPLE_PROMPTS) +
-    "; operands of 1 to 12 digits. The shipped checkpoints were trained on multiplication only "
-    "(3x3 and 3x4 in distribution).")
+    "writes). Accepted forms: "
+    + ", ".join(f"`{e}`" for e in EXAMPLE_PROMPTS)
+    + "; operands of 1 to 12 digits. The shipped checkpoints were trained on multiplication only "
+    "(3x3 and 3x4 in distribution)."
+)
 st.caption(
     f"Limits: {MAX_BYTES // 1_000_000} MB and {MAX_ROWS} non-empty rows per input. CSV: the `prompt` "
     "column (without one, the first column), optional `expected` column; JSONL: one object per line "
     "with a `prompt` key; TXT: one problem per line. Text must be UTF-8. Rows that do not parse are "
-    "listed with the reason; the other rows run.")
+    "listed with the reason; the other rows run."
+)
 
 c_up, c_text = st.columns(2)
 uploaded = c_up.file_uploader(
     f"Upload prompts (CSV, JSONL or TXT; at most {MAX_BYTES // 1_000_000} MB, {MAX_ROWS} rows)",
     key="cp_upload",  # no `type=`: any file reaches our reader, which refuses binary files with a message
-    help="Format from the extension (.csv/.tsv, .jsonl/.ndjson, .json, .txt); other names are sniffed.")
-pasted = c_text.text_area("…or paste prompts, one per line (used when no file is uploaded)",
-                          value=DEFAULT_TEXT, height=170, key="cp_text")
+    help="Format from the extension (.csv/.tsv, .jsonl/.ndjson, .json, .txt); other names are sniffed.",
+)
+pasted = c_text.text_area(
+    "…or paste prompts, one per line (used when no file is uploaded)", value=DEFAULT_TEXT, height=170, key="cp_text"
+)
 
 prompts = parsed = None
 errors = ()
@@ -71,16 +85,26 @@ with user_errors("Cannot read the input"):
 st.subheader("Checkpoints and sampling")
 c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
 ckpt_paths = pick_checkpoints("Checkpoints", key="cp_ckpts", container=c1)
-temperature = c2.number_input("Temperature", 0.0, 5.0, 1.0, 0.1, key="cp_temp",
-                              help="1.0 as in the paper; 0 = greedy")
+temperature = c2.number_input("Temperature", 0.0, 5.0, 1.0, 0.1, key="cp_temp", help="1.0 as in the paper; 0 = greedy")
 top_p = c3.number_input("Top-p", 0.05, 1.0, 1.0, 0.05, key="cp_top_p")
-max_attempts = int(c4.number_input("Max attempts", 1, 8, 4, 1, key="cp_attempts",
-                                   help="retry cap: [RESAMPLE] after this many attempts ends the episode"))
-seed = int(c5.number_input("Seed", 0, 2 ** 31 - 1, 0, 1, key="cp_seed"))
+max_attempts = int(
+    c4.number_input(
+        "Max attempts",
+        1,
+        8,
+        4,
+        1,
+        key="cp_attempts",
+        help="retry cap: [RESAMPLE] after this many attempts ends the episode",
+    )
+)
+seed = int(c5.number_input("Seed", 0, 2**31 - 1, 0, 1, key="cp_seed"))
 
 if prompts is not None:
-    st.write(f"**{prompts.source}** ({prompts.fmt}): {prompts.n_rows} row(s) read, "
-             f"**{len(parsed)}** will run, {len(errors)} cannot (listed below).")
+    st.write(
+        f"**{prompts.source}** ({prompts.fmt}): {prompts.n_rows} row(s) read, "
+        f"**{len(parsed)}** will run, {len(errors)} cannot (listed below)."
+    )
     for note in prompts.notes:
         st.info(note)
     if errors:
@@ -107,13 +131,13 @@ if st.button("Run prompts", type="primary", key="cp_run"):
 
             def progress(label: str, done: int, total: int) -> None:
                 now = time.perf_counter()
-                if done >= total or now - last[0] > 0.1:    # throttle: one update per 0.1 s
+                if done >= total or now - last[0] > 0.1:  # throttle: one update per 0.1 s
                     last[0] = now
-                    bar.progress(done / total if total else 1.0,
-                                 text=f"{label}: {done}/{total} episodes")
+                    bar.progress(done / total if total else 1.0, text=f"{label}: {done}/{total} episodes")
 
-            run = run_prompts(ckpts, parsed, sampling, seed, store=results_store(), parse_errors=errors,
-                              progress=progress)
+            run = run_prompts(
+                ckpts, parsed, sampling, seed, store=results_store(), parse_errors=errors, progress=progress
+            )
             bar.progress(1.0, text=f"done: {len(run.results)} episodes in {run.wall_s:.1f} s")
             st.session_state[RESULT_KEY] = (signature, run)
 
@@ -121,18 +145,25 @@ if RESULT_KEY in st.session_state:
     sig, run = st.session_state[RESULT_KEY]
     st.subheader("Results")
     if sig != signature:
-        st.info("These results are from an earlier run; the input or settings have changed since. "
-                "Press **Run prompts** to update them.")
+        st.info(
+            "These results are from an earlier run; the input or settings have changed since. "
+            "Press **Run prompts** to update them."
+        )
     cached = run.summary.loc[run.summary["from_store"], "checkpoint"].tolist()
     if cached:
-        st.caption(f"Read from the results store (same checkpoint, rows, settings and seed): "
-                   f"{', '.join(cached)}.")
-    table(run.summary, "summary per checkpoint", key="cp_dl_summary",
-          column_config={c: st.column_config.NumberColumn(format="%.3f")
-                         for c in ("accuracy", "wald_lo", "wald_hi", "mean_attempts", "resampled",
-                                   "decision_share", "malformed")})
+        st.caption(f"Read from the results store (same checkpoint, rows, settings and seed): {', '.join(cached)}.")
+    table(
+        run.summary,
+        "summary per checkpoint",
+        key="cp_dl_summary",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in ("accuracy", "wald_lo", "wald_hi", "mean_attempts", "resampled", "decision_share", "malformed")
+        },
+    )
     if len(run.results):
-        from ui.charts.custom import accuracy_figure, decisions_figure   # plotly: only with results
+        from ui.charts.custom import accuracy_figure, decisions_figure  # plotly: only with results
+
         g1, g2 = st.columns(2)
         chart(accuracy_figure(run.summary), "custom prompts accuracy", key="cp_chart_acc", container=g1)
         chart(decisions_figure(run.results), "custom prompts decisions", key="cp_chart_dec", container=g2)
@@ -150,22 +181,35 @@ if RESULT_KEY in st.session_state:
         view = view[view["flags"].fillna("") != ""]
     filtered = len(view) != len(run.results)
     st.write(f"{len(view)} of {len(run.results)} result row(s)")
-    table(view, "results (filtered)" if filtered else "results", key="cp_dl_results",
-          column_config={"decision_share": st.column_config.NumberColumn(format="%.3f"),
-                         "correct": st.column_config.CheckboxColumn(),
-                         "generation": st.column_config.TextColumn(width="large")})
-    st.download_button("Download results (JSON, all rows, summary and errors)", run.to_json().encode(),
-                       file_name="custom_prompts_results.json", mime="application/json",
-                       key="cp_dl_json")
+    table(
+        view,
+        "results (filtered)" if filtered else "results",
+        key="cp_dl_results",
+        column_config={
+            "decision_share": st.column_config.NumberColumn(format="%.3f"),
+            "correct": st.column_config.CheckboxColumn(),
+            "generation": st.column_config.TextColumn(width="large"),
+        },
+    )
+    st.download_button(
+        "Download results (JSON, all rows, summary and errors)",
+        run.to_json().encode(),
+        file_name="custom_prompts_results.json",
+        mime="application/json",
+        key="cp_dl_json",
+    )
     if len(run.errors):
-        with st.expander(f"Row errors ({len(run.errors)}): rows that did not parse or do not fit a "
-                         f"checkpoint's context", expanded=False):
+        with st.expander(
+            f"Row errors ({len(run.errors)}): rows that did not parse or do not fit a checkpoint's context",
+            expanded=False,
+        ):
             table(run.errors, "row errors", key="cp_dl_errors")
     if len(view):
         labels = [f"row {r.row} · {r.checkpoint} · {r.prompt[:40]}" for r in view.itertuples()]
-        pick = st.selectbox("Generation of one row", range(len(labels)), format_func=lambda i: labels[i],
-                            key="cp_pick")
+        pick = st.selectbox("Generation of one row", range(len(labels)), format_func=lambda i: labels[i], key="cp_pick")
         r = view.iloc[int(pick or 0)]
         st.code(f"{r['generation']}", language=None, wrap_lines=True)
-        st.caption(f"answer {r['answer']} · expected {r['expected']} · attempts {r['attempts']} · "
-                   f"decisions {r['decisions'] or '(none)'} · flags {r['flags'] or '(none)'}")
+        st.caption(
+            f"answer {r['answer']} · expected {r['expected']} · attempts {r['attempts']} · "
+            f"decisions {r['decisions'] or '(none)'} · flags {r['flags'] or '(none)'}"
+        )

@@ -1,9 +1,10 @@
 """Calibration: accuracy per size (Table 1) and the calibration model p_s, p_d|C, p_d|W with the
 predicted accuracy (Figures 2-3), for any checkpoints, served from the results store.
 
-Pages only draw: the numbers come from ds_core.calibration (the frames shown from
-ds_core.calibration_views), the charts from ui.charts.calibration.
+Pages only draw: the numbers come from ui.services.calibration (the frames shown from
+ui.services.calibration_views), the charts from ui.charts.calibration.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,30 +17,54 @@ if _ROOT not in sys.path:  # run as a page or alone (AppTest): ds_core and ui li
 
 import streamlit as st  # noqa: E402
 
-from ds_core.calibration import (MAX_N, MAX_SEED, CheckpointRef, Settings, checkpoint_ref,  # noqa: E402
-                                 compute_missing, gather, missing_episodes, parse_size_list)
-from ds_core.calibration_views import (calibration_long, paper_frame, percent_view,  # noqa: E402
-                                       predicted_observed, table1_frame)
-from ds_core.checkpoint import CheckpointError  # noqa: E402
+from ds_core.models.checkpoint import CheckpointError  # noqa: E402
 from ds_core.paper import LABELS  # noqa: E402
 from ds_core.store import StoreError  # noqa: E402
-from ui.charts.calibration import (accuracy_figure, calibration_figure,  # noqa: E402
-                                   predicted_observed_figure)
-from ui.common import (add_user_checkpoint, chart, checkpoint_choices, get_checkpoint,  # noqa: E402
-                       pick_checkpoints, results_store, table, user_errors)
+from ui.charts.calibration import accuracy_figure, calibration_figure, predicted_observed_figure  # noqa: E402
+from ui.common import (  # noqa: E402
+    add_user_checkpoint,
+    chart,
+    checkpoint_choices,
+    get_checkpoint,
+    pick_checkpoints,
+    results_store,
+    table,
+    user_errors,
+)
+from ui.services.calibration import (
+    MAX_N,
+    MAX_SEED,
+    CheckpointRef,
+    Settings,
+    checkpoint_ref,
+    compute_missing,
+    gather,
+    missing_episodes,
+    parse_size_list,
+)
+from ui.services.calibration_views import calibration_long, paper_frame, percent_view, predicted_observed, table1_frame
 
 SHIPPED = ("base", "sft", "sft_reflection", "rl")
-COMPUTED = "cal_computed"          # session_state: run digests sampled in this session
-EPISODES_PER_S = 35                # shipped checkpoints on 2 CPU cores (README: Table 1 in ~20 s)
+COMPUTED = "cal_computed"  # session_state: run digests sampled in this session
+EPISODES_PER_S = 35  # shipped checkpoints on 2 CPU cores (README: Table 1 in ~20 s)
 
-PROBABILITY_COLUMNS = ("value", "lo", "hi", "predicted", "predicted_lo", "predicted_hi", "observed",
-                       "observed_lo", "observed_hi", "predicted_minus_observed")
+PROBABILITY_COLUMNS = (
+    "value",
+    "lo",
+    "hi",
+    "predicted",
+    "predicted_lo",
+    "predicted_hi",
+    "observed",
+    "observed_lo",
+    "observed_hi",
+    "predicted_minus_observed",
+)
 
 
 def _percent(df) -> dict:
     """Show probabilities as % on screen; the CSV keeps them as fractions (0..1)."""
-    return {c: st.column_config.NumberColumn(c, format="percent")
-            for c in df.columns if c in PROBABILITY_COLUMNS}
+    return {c: st.column_config.NumberColumn(c, format="percent") for c in df.columns if c in PROBABILITY_COLUMNS}
 
 
 st.set_page_config(page_title="Calibration · DS-Lens", layout="wide")
@@ -50,41 +75,53 @@ st.markdown(
     "**p_d|W** = P(RESAMPLE | wrong), and the accuracy they predict, "
     "p_s·p_d|C / (1 − [p_s(1 − p_d|C) + (1 − p_s)·p_d|W]), against the observed one "
     "(**Figures 2–3**, bootstrap 95% intervals: 100 resamples of the episodes). Training sizes: "
-    "3x3, 3x4; 3x5..3x9 are out of distribution.")
+    "3x3, 3x4; 3x5..3x9 are out of distribution."
+)
 
 # --- controls ------------------------------------------------------------------------------------
-PENDING = "cal_pending_ckpt"        # session_state: a checkpoint label to add to the picker
-if PENDING in st.session_state:    # applied before the picker exists (Streamlit's rule)
-    st.session_state["cal_ckpts"] = list(dict.fromkeys(
-        [*st.session_state.get("cal_ckpts", []), st.session_state.pop(PENDING)]))
+PENDING = "cal_pending_ckpt"  # session_state: a checkpoint label to add to the picker
+if PENDING in st.session_state:  # applied before the picker exists (Streamlit's rule)
+    st.session_state["cal_ckpts"] = list(
+        dict.fromkeys([*st.session_state.get("cal_ckpts", []), st.session_state.pop(PENDING)])
+    )
 
 c1, c2 = st.columns([3, 2])
 paths = pick_checkpoints("Checkpoints", key="cal_ckpts", default=SHIPPED, container=c1)
-sizes_text = c2.text_input("Sizes", value="3x3-3x9", key="cal_sizes",
-                           help="A range like '3x3-3x9' or a list like '3x3, 3x5, 3x10' "
-                                "(at most 16 sizes, 1..12 digits a side).")
+sizes_text = c2.text_input(
+    "Sizes",
+    value="3x3-3x9",
+    key="cal_sizes",
+    help="A range like '3x3-3x9' or a list like '3x3, 3x5, 3x10' (at most 16 sizes, 1..12 digits a side).",
+)
 c3, c4, c5, c6 = st.columns(4)
-n = int(c3.number_input("Problems per size (n)", min_value=1, max_value=MAX_N, value=100, step=10,
-                        key="cal_n", help="n ≤ 100 on 3x3..3x9: the first n problems of the fixed "
-                                          "test set; otherwise n problems sampled with the seed."))
+n = int(
+    c3.number_input(
+        "Problems per size (n)",
+        min_value=1,
+        max_value=MAX_N,
+        value=100,
+        step=10,
+        key="cal_n",
+        help="n ≤ 100 on 3x3..3x9: the first n problems of the fixed "
+        "test set; otherwise n problems sampled with the seed.",
+    )
+)
 seed = int(c4.number_input("Seed", min_value=0, max_value=MAX_SEED, value=0, step=1, key="cal_seed"))
-temperature = float(c5.number_input("Temperature", min_value=0.0, max_value=5.0, value=1.0,
-                                    step=0.1, key="cal_temp"))
-interval = c6.radio("Accuracy interval", ["Wald (paper)", "Wilson"], key="cal_interval",
-                    horizontal=True)
+temperature = float(c5.number_input("Temperature", min_value=0.0, max_value=5.0, value=1.0, step=0.1, key="cal_temp"))
+interval = c6.radio("Accuracy interval", ["Wald (paper)", "Wilson"], key="cal_interval", horizontal=True)
 interval_key = "wald" if interval.startswith("Wald") else "wilson"
 
 with st.expander("Add a local checkpoint directory"):
-    new_dir = st.text_input("Checkpoint directory (any Hugging Face causal LM)", key="cal_new_dir",
-                            placeholder="/path/to/model_dir")
+    new_dir = st.text_input(
+        "Checkpoint directory (any Hugging Face causal LM)", key="cal_new_dir", placeholder="/path/to/model_dir"
+    )
     if st.button("Add checkpoint", key="cal_add"):
         p = Path(new_dir.strip()).expanduser()
         if not new_dir.strip() or not p.is_dir() or not (p / "config.json").is_file():
             st.error(f"{p} is not a checkpoint directory (it needs a config.json).")
         else:
             add_user_checkpoint(str(p))
-            st.session_state[PENDING] = next(k for k, v in checkpoint_choices().items()
-                                             if v == str(p))
+            st.session_state[PENDING] = next(k for k, v in checkpoint_choices().items() if v == str(p))
             st.rerun()
 
 # --- the grid ------------------------------------------------------------------------------------
@@ -107,8 +144,10 @@ with user_errors("Cannot show this request"):
     try:
         store = results_store()
     except StoreError as e:
-        st.warning(f"The results store cannot be opened ({e}). Showing the checkpoints' eval.json "
-                   "numbers only; computing is off until the store works.")
+        st.warning(
+            f"The results store cannot be opened ({e}). Showing the checkpoints' eval.json "
+            "numbers only; computing is off until the store works."
+        )
     computed = st.session_state.setdefault(COMPUTED, set())
     grid = gather(refs, sizes, settings, store, computed)
 if grid is None:
@@ -120,11 +159,12 @@ if grid.missing:
     todo = missing_episodes(grid)
     secs = max(1, round(todo / EPISODES_PER_S))
     notice = st.empty()
-    notice.info(f"{len(grid.missing)} of {len(grid.frame)} cells have no results for these settings "
-                f"({todo} episodes to sample, roughly {secs} s for the shipped models; longer for "
-                "larger models and sizes). They are stored, so this happens once"
-                + ("; changing a control while it runs stops it (finished sizes are kept)."
-                   if secs > 30 else "."))
+    notice.info(
+        f"{len(grid.missing)} of {len(grid.frame)} cells have no results for these settings "
+        f"({todo} episodes to sample, roughly {secs} s for the shipped models; longer for "
+        "larger models and sizes). They are stored, so this happens once"
+        + ("; changing a control while it runs stops it (finished sizes are kept)." if secs > 30 else ".")
+    )
     if st.button("Compute missing runs", type="primary", key="cal_compute", disabled=store is None):
         bar = st.progress(0.0, text="Loading checkpoints…")
         last = [-1]
@@ -141,17 +181,18 @@ if grid.missing:
             st.session_state[COMPUTED] = computed | digests
             grid = gather(refs, sizes, settings, store, st.session_state[COMPUTED])
             bar.empty()
-            notice.success(f"Computed and stored {len(digests)} runs in "
-                           f"{time.perf_counter() - t0:.1f} s.")
+            notice.success(f"Computed and stored {len(digests)} runs in {time.perf_counter() - t0:.1f} s.")
 
 counts = grid.counts()
-st.caption(" · ".join(f"{v} missing" if k == "missing" else f"{v} from {k}"
-                      for k, v in counts.items() if v) + f" ({len(grid.frame)} "
-           "cells). Sources: **store** = the results store "
-           f"(`{store.path if store else 'unavailable'}`), **computed** = sampled in this session "
-           "and stored, **eval.json** = the checkpoint's own eval.json (written by `python -m "
-           "ds_core report`; read, not imported, and used only when its content hash, seed, n and "
-           "sampling settings match), **missing** = not computed yet.")
+st.caption(
+    " · ".join(f"{v} missing" if k == "missing" else f"{v} from {k}" for k, v in counts.items() if v)
+    + f" ({len(grid.frame)} "
+    "cells). Sources: **store** = the results store "
+    f"(`{store.path if store else 'unavailable'}`), **computed** = sampled in this session "
+    "and stored, **eval.json** = the checkpoint's own eval.json (written by `python -m "
+    "ds_core report`; read, not imported, and used only when its content hash, seed, n and "
+    "sampling settings match), **missing** = not computed yet."
+)
 
 frame = grid.frame
 size_names = list(grid.sizes)
@@ -160,33 +201,44 @@ size_names = list(grid.sizes)
 st.subheader("Accuracy (Table 1)")
 matching = [r.paper_condition for r in grid.refs if r.paper_condition]
 paper_rows = st.multiselect(
-    "Paper reference rows (Zhao et al. 2026, Table 1)", list(LABELS), format_func=LABELS.get,
-    default=list(dict.fromkeys(matching)),   # no key: follows the chosen checkpoints
+    "Paper reference rows (Zhao et al. 2026, Table 1)",
+    list(LABELS),
+    format_func=LABELS.get,
+    default=list(dict.fromkeys(matching)),  # no key: follows the chosen checkpoints
     help="The paper's numbers: Qwen2.5-7B-Instruct under the authors' SFT/RL, n = 100, 3x3..3x9 "
-         "only. A different model and training; compare the shapes, not the values.")
-paper_rows = [c for c in LABELS if c in paper_rows]          # the paper's order
-st.caption("Rows named after a checkpoint are DS-Lens measurements: accuracy % "
-           f"({'Wald' if interval_key == 'wald' else 'Wilson'} 95% interval). Rows 'paper: …' are "
-           "the paper's published accuracy % (a 7B model; not our conditions). Blank: missing.")
-table(table1_frame(frame, paper_rows, interval_key, size_names), "calibration_table1",
-      key="cal_dl_table1")
-chart(accuracy_figure(frame, paper_frame(paper_rows, size_names), interval_key, size_names),
-      "calibration_accuracy_vs_size", key="cal_chart_acc")
+    "only. A different model and training; compare the shapes, not the values.",
+)
+paper_rows = [c for c in LABELS if c in paper_rows]  # the paper's order
+st.caption(
+    "Rows named after a checkpoint are DS-Lens measurements: accuracy % "
+    f"({'Wald' if interval_key == 'wald' else 'Wilson'} 95% interval). Rows 'paper: …' are "
+    "the paper's published accuracy % (a 7B model; not our conditions). Blank: missing."
+)
+table(table1_frame(frame, paper_rows, interval_key, size_names), "calibration_table1", key="cal_dl_table1")
+chart(
+    accuracy_figure(frame, paper_frame(paper_rows, size_names), interval_key, size_names),
+    "calibration_accuracy_vs_size",
+    key="cal_chart_acc",
+)
 
 # --- Figure 2 ------------------------------------------------------------------------------------
 st.subheader("p_s, p_d|C, p_d|W vs size (Figure 2)")
-st.caption("p_s: first attempts. p_d|C and p_d|W pool every attempt followed by a decision; a "
-           "gap means undefined (no correct, or no wrong, attempt at that size). The paper: RL "
-           "keeps p_d|W at 40–60% far out of distribution, SFT with reflection lets it collapse.")
+st.caption(
+    "p_s: first attempts. p_d|C and p_d|W pool every attempt followed by a decision; a "
+    "gap means undefined (no correct, or no wrong, attempt at that size). The paper: RL "
+    "keeps p_d|W at 40–60% far out of distribution, SFT with reflection lets it collapse."
+)
 long = calibration_long(frame)
 chart(calibration_figure(long, size_names), "calibration_figure2", key="cal_chart_fig2")
 table(long, "calibration_p_s_p_dC_p_dW", key="cal_dl_fig2", column_config=_percent(long))
 
 # --- Figure 3 ------------------------------------------------------------------------------------
 st.subheader("Predicted vs observed accuracy (Figure 3)")
-st.caption("Predicted: the limit of unbounded independent retries given p_s, p_d|C, p_d|W; "
-           "observed: the final answer's accuracy with the retry cap. Points on the dotted line "
-           "agree. A point is missing where the prediction is undefined.")
+st.caption(
+    "Predicted: the limit of unbounded independent retries given p_s, p_d|C, p_d|W; "
+    "observed: the final answer's accuracy with the retry cap. Points on the dotted line "
+    "agree. A point is missing where the prediction is undefined."
+)
 po = predicted_observed(frame)
 chart(predicted_observed_figure(po), "calibration_predicted_vs_observed", key="cal_chart_fig3")
 table(po, "calibration_predicted_vs_observed", key="cal_dl_fig3", column_config=_percent(po))

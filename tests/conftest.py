@@ -6,16 +6,19 @@ causal LM" (TextFormat, LexicalMarkerTagger, token_char_spans) on a tokenizer th
 char-level: tokens carry a leading space ("Ġtimes"), markers straddle token boundaries, and
 non-ASCII characters are split into several byte tokens.
 """
+
 from __future__ import annotations
 
 import random
 
 import pytest
 
+
 @pytest.fixture(scope="session", autouse=True)
 def _torch_one_thread():
     """Tiny models run fastest on one thread, and CI's two cores are not oversubscribed."""
     import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -40,16 +43,38 @@ def bpe_training_lines(n: int = 400, seed: int = 0) -> list[str]:
     r = random.Random(seed)
     subjects = ["I", "We", "The model", "She", "They", "So I"]
     verbs = ["think", "compute", "check", "multiply", "add", "write", "recompute", "verify"]
-    fillers = ["the answer is", "the product is", "so the total is", "which gives", "and then",
-               "the result is", "that makes"]
-    markers = ["Let me recompute.", "I made a mistake.", "I'll go back and check.", "Wait,",
-               "Waiting for it,", "wait", "let me recompute", "Hmm,", "Done."]
+    fillers = [
+        "the answer is",
+        "the product is",
+        "so the total is",
+        "which gives",
+        "and then",
+        "the result is",
+        "that makes",
+    ]
+    markers = [
+        "Let me recompute.",
+        "I made a mistake.",
+        "I'll go back and check.",
+        "Wait,",
+        "Waiting for it,",
+        "wait",
+        "let me recompute",
+        "Hmm,",
+        "Done.",
+    ]
     lines = []
     for _ in range(n):
         a, b = r.randint(1, 9999), r.randint(1, 999)
         op, word, val = ("*", "times", a * b) if r.random() < 0.7 else ("+", "plus", a + b)
-        parts = [f"Question: What is {a} {word} {b}? Answer:", r.choice(subjects), r.choice(verbs),
-                 f"{a} {op} {b},", r.choice(fillers), f"{val + r.choice([0, 0, 10, -1]):,}."]
+        parts = [
+            f"Question: What is {a} {word} {b}? Answer:",
+            r.choice(subjects),
+            r.choice(verbs),
+            f"{a} {op} {b},",
+            r.choice(fillers),
+            f"{val + r.choice([0, 0, 10, -1]):,}.",
+        ]
         if r.random() < 0.5:
             parts += [r.choice(markers), f"{a} {word} {b} is {val}."]
         lines.append(" ".join(parts))
@@ -64,12 +89,14 @@ def build_bpe_tokenizer(vocab_size: int = 400):
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
         special_tokens=[BPE_EOS, BPE_PAD, BPE_BOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     core.train_from_iterator(bpe_training_lines(), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=BPE_EOS, pad_token=BPE_PAD,
-                                   bos_token=BPE_BOS)
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=BPE_EOS, pad_token=BPE_PAD, bos_token=BPE_BOS)
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +110,9 @@ def bpe_tokenizer():
 
 @pytest.fixture(scope="session")
 def char_tokenizer():
-    """DS-Lens' own char-level tokenizer (ds_core.tokenizer.build_tokenizer()). Do not mutate it."""
-    from ds_core.tokenizer import build_tokenizer
+    """DS-Lens' own char-level tokenizer (ds_core.episodes.tokenizer.build_tokenizer()). Do not mutate it."""
+    from ds_core.episodes.tokenizer import build_tokenizer
+
     return build_tokenizer()
 
 

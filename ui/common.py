@@ -3,44 +3,30 @@
 Every page imports this module. Models are cached with `st.cache_resource` (one copy per server,
 shared by all browser sessions, keyed by path and content hash so a rewritten checkpoint reloads).
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
-from ds_core.checkpoint import SHIPPED_DIR, Checkpoint, CheckpointError, content_hash, find_checkpoints, load_checkpoint
-from ds_core.store import ResultsStore, StoreError, default_data_dir
+from ds_core.errors import UserError
+from ds_core.models.checkpoint import Checkpoint, CheckpointError, content_hash, find_checkpoints, load_checkpoint
+from ds_core.paths import SHIPPED_DIR
+from ds_core.store import ResultsStore, default_data_dir
 
 log = logging.getLogger("ds_lens.app")
 
-USER_CHECKPOINTS = "user_checkpoints"   # st.session_state key: list[str] of extra checkpoint dirs
+USER_CHECKPOINTS = "user_checkpoints"  # st.session_state key: list[str] of extra checkpoint dirs
 
-# Errors a user can cause; anything listed here is shown as a message, never as a traceback.
-# (module, class): a class whose module has not been imported cannot have been raised, so only
-# loaded modules are looked at (the check never imports torch).
-USER_ERRORS = [
-    ("ds_core.checkpoint", "CheckpointError"), ("ds_core.store", "StoreError"),
-    ("ds_core.tasks", "TaskError"), ("ds_core.rollout", "RolloutError"),
-    ("ds_core.attribution", "AttributionError"), ("ds_core.input_attribution", "InputAttributionError"),
-    ("ds_core.compare", "CompareError"), ("ds_core.explorer_decisions", "ExplorerError"),
-    ("ds_core.balance_results", "BalanceError"),
-]
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    out: list[type[BaseException]] = [UnicodeDecodeError]
-    for mod, name in USER_ERRORS:
-        cls = getattr(sys.modules.get(mod), name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            out.append(cls)
-    return tuple(out)
+# Errors a user can cause (ds_core.errors.UserError, and undecodable text) are shown as a
+# message, never as a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, UnicodeDecodeError)
 
 
 # --- cached resources --------------------------------------------------------------------------
@@ -98,12 +84,12 @@ def pick_checkpoint(label: str, key: str, default: str = "rl", container=st) -> 
     return choices[name]
 
 
-def pick_checkpoints(label: str, key: str, default: tuple[str, ...] = ("sft_reflection", "rl"),
-                     container=st) -> list[str]:
+def pick_checkpoints(
+    label: str, key: str, default: tuple[str, ...] = ("sft_reflection", "rl"), container=st
+) -> list[str]:
     choices = checkpoint_choices()
     names = list(choices)
-    chosen = container.multiselect(label, names, default=[n for n in default if n in names] or names[:2],
-                                   key=key)
+    chosen = container.multiselect(label, names, default=[n for n in default if n in names] or names[:2], key=key)
     return [choices[n] for n in chosen]
 
 
@@ -114,14 +100,15 @@ def user_errors(what: str = ""):
     as one line too, so the page keeps working."""
     try:
         yield
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         st.error(f"{what}{': ' if what else ''}{e}")
-    except (StopException, RerunException):   # st.stop() / st.rerun() pass through
+    except (StopException, RerunException):  # st.stop() / st.rerun() pass through
         raise
     except Exception as e:  # noqa: BLE001 - the app must not show a traceback
         log.exception("unexpected error")
-        st.error(f"{what}{': ' if what else ''}unexpected error ({type(e).__name__}: {e}); "
-                 "see the server log for details")
+        st.error(
+            f"{what}{': ' if what else ''}unexpected error ({type(e).__name__}: {e}); see the server log for details"
+        )
 
 
 # --- downloads and charts ----------------------------------------------------------------------
@@ -132,14 +119,20 @@ def _slug(name: str) -> str:
 def table(df: pd.DataFrame, name: str, key: str | None = None, container=st, **kw) -> None:
     """A dataframe with a CSV download button under it."""
     container.dataframe(df, hide_index=True, width="stretch", **kw)
-    container.download_button(f"Download {name} (CSV)", df.to_csv(index=False).encode(),
-                              file_name=f"{_slug(name)}.csv", mime="text/csv",
-                              key=key or f"dl_{_slug(name)}")
+    container.download_button(
+        f"Download {name} (CSV)",
+        df.to_csv(index=False).encode(),
+        file_name=f"{_slug(name)}.csv",
+        mime="text/csv",
+        key=key or f"dl_{_slug(name)}",
+    )
 
 
 def chart(fig, name: str, key: str | None = None, container=st) -> None:
     """A plotly chart; its mode bar's camera button downloads a PNG named after the chart."""
-    container.plotly_chart(fig, width="stretch", key=key or f"chart_{_slug(name)}",
-                           config={"displaylogo": False,
-                                   "toImageButtonOptions": {"format": "png", "filename": _slug(name),
-                                                            "scale": 2}})
+    container.plotly_chart(
+        fig,
+        width="stretch",
+        key=key or f"chart_{_slug(name)}",
+        config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": _slug(name), "scale": 2}},
+    )

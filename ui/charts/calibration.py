@@ -5,9 +5,10 @@
 - calibration_figure: p_s, p_d|C, p_d|W vs size with bootstrap intervals, one panel each (Figure 2);
 - predicted_observed_figure: predicted vs observed accuracy with bootstrap intervals on both axes
   and the y = x line (Figure 3).
-Inputs are the frames of ds_core.calibration and ds_core.calibration_views (probabilities in 0..1;
+Inputs are the frames of ui.services.calibration and ui.services.calibration_views (probabilities in 0..1;
 axes show %).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def _empty(title: str, msg: str) -> go.Figure:
 
 
 def _size_axis(fig: go.Figure, sizes, **kw) -> None:
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(sizes),
-                     title_text="size (3-digit × n-digit)", **kw)
+    fig.update_xaxes(
+        type="category", categoryorder="array", categoryarray=list(sizes), title_text="size (3-digit × n-digit)", **kw
+    )
 
 
 def _shade_training(fig: go.Figure, sizes, row=None, col=None, label=True) -> None:
@@ -62,16 +64,24 @@ def _shade_training(fig: go.Figure, sizes, row=None, col=None, label=True) -> No
     if not idx:
         return
     kw = {} if row is None else {"row": row, "col": col}
-    fig.add_vrect(x0=min(idx) - 0.5, x1=max(idx) + 0.5, fillcolor="#e5e7eb", opacity=0.5,
-                  line_width=0, layer="below",
-                  annotation_text="training sizes" if label else None,
-                  annotation_position="top left", **kw)
+    fig.add_vrect(
+        x0=min(idx) - 0.5,
+        x1=max(idx) + 0.5,
+        fillcolor="#e5e7eb",
+        opacity=0.5,
+        line_width=0,
+        layer="below",
+        annotation_text="training sizes" if label else None,
+        annotation_position="top left",
+        **kw,
+    )
 
 
-def accuracy_figure(frame: pd.DataFrame, paper: pd.DataFrame | None = None,
-                    interval: str = "wald", sizes=None) -> go.Figure:
+def accuracy_figure(
+    frame: pd.DataFrame, paper: pd.DataFrame | None = None, interval: str = "wald", sizes=None
+) -> go.Figure:
     """Accuracy (%) vs size: one solid line per checkpoint with 95% `interval` ('wald' or 'wilson')
-    error bars; paper rows (ds_core.calibration_views.paper_frame) as dashed lines without bars, in the
+    error bars; paper rows (ui.services.calibration_views.paper_frame) as dashed lines without bars, in the
     colour of the checkpoint of the same condition when one is shown."""
     have = frame[frame["source"] != "missing"] if len(frame) else frame
     title = f"Accuracy with 95% {'Wald' if interval == 'wald' else 'Wilson'} intervals"
@@ -87,38 +97,65 @@ def accuracy_figure(frame: pd.DataFrame, paper: pd.DataFrame | None = None,
     for label, g in have.groupby("checkpoint", sort=False):
         g = g.set_index("size").reindex([s for s in sizes if s in set(g["size"])])
         plus, minus = _err(g["accuracy"], g[f"{interval}_lo"], g[f"{interval}_hi"])
-        fig.add_trace(go.Scatter(
-            x=list(g.index), y=_nan_to_none(g["accuracy"]), name=str(label), mode="lines+markers",
-            line=dict(color=colours[label], width=2), marker=dict(size=8),
-            error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1.5),
-            customdata=list(zip(g["source"], g["k"].astype(object), g["n"].astype(object))),
-            hovertemplate=(f"<b>{label}</b> %{{x}}<br>accuracy %{{y:.0%}} (%{{customdata[1]}}/"
-                           "%{customdata[2]})<br>source: %{customdata[0]}<extra></extra>")))
+        fig.add_trace(
+            go.Scatter(
+                x=list(g.index),
+                y=_nan_to_none(g["accuracy"]),
+                name=str(label),
+                mode="lines+markers",
+                line=dict(color=colours[label], width=2),
+                marker=dict(size=8),
+                error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1.5),
+                customdata=list(zip(g["source"], g["k"].astype(object), g["n"].astype(object))),
+                hovertemplate=(
+                    f"<b>{label}</b> %{{x}}<br>accuracy %{{y:.0%}} (%{{customdata[1]}}/"
+                    "%{customdata[2]})<br>source: %{customdata[0]}<extra></extra>"
+                ),
+            )
+        )
     if paper is not None and len(paper):
-        cond_colour = {c: colours[lab] for lab, c in zip(have["checkpoint"], have["paper_condition"])
-                       if isinstance(c, str)} if "paper_condition" in have else {}
+        cond_colour = (
+            {c: colours[lab] for lab, c in zip(have["checkpoint"], have["paper_condition"]) if isinstance(c, str)}
+            if "paper_condition" in have
+            else {}
+        )
         for (cond, label), g in paper.groupby(["condition", "label"], sort=False):
             g = g.set_index("size").reindex([s for s in sizes if s in set(g["size"])])
-            fig.add_trace(go.Scatter(
-                x=list(g.index), y=_nan_to_none(g["accuracy"]), name=str(label), mode="lines+markers",
-                line=dict(color=cond_colour.get(cond, PAPER_GREY), dash="dash", width=1.5),
-                marker=dict(symbol="circle-open", size=7), opacity=0.8,
-                hovertemplate=f"<b>{label}</b> (Qwen2.5-7B) %{{x}}<br>accuracy %{{y:.0%}}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=list(g.index),
+                    y=_nan_to_none(g["accuracy"]),
+                    name=str(label),
+                    mode="lines+markers",
+                    line=dict(color=cond_colour.get(cond, PAPER_GREY), dash="dash", width=1.5),
+                    marker=dict(symbol="circle-open", size=7),
+                    opacity=0.8,
+                    hovertemplate=f"<b>{label}</b> (Qwen2.5-7B) %{{x}}<br>accuracy %{{y:.0%}}<extra></extra>",
+                )
+            )
     _size_axis(fig, sizes)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[-0.03, 1.05])
-    fig.update_layout(title=title, legend_title_text="solid: DS-Lens · dashed: paper",
-                      height=430, margin=dict(t=60, r=10), hovermode="closest")
+    fig.update_layout(
+        title=title,
+        legend_title_text="solid: DS-Lens · dashed: paper",
+        height=430,
+        margin=dict(t=60, r=10),
+        hovermode="closest",
+    )
     return fig
 
 
-PANELS = (("p_s", "p_s = P(attempt correct)"), ("p_dC", "p_d|C = P(STOP | correct)"),
-          ("p_dW", "p_d|W = P(RESAMPLE | wrong)"))
+PANELS = (
+    ("p_s", "p_s = P(attempt correct)"),
+    ("p_dC", "p_d|C = P(STOP | correct)"),
+    ("p_dW", "p_d|W = P(RESAMPLE | wrong)"),
+)
 NAMES = {"p_s": "p_s", "p_dC": "p_d|C", "p_dW": "p_d|W"}
 
 
 def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
     """Figure 2: p_s, p_d|C, p_d|W vs size, one panel each, one line per checkpoint with bootstrap
-    95% error bars. `long` is ds_core.calibration_views.calibration_long(frame)."""
+    95% error bars. `long` is ui.services.calibration_views.calibration_long(frame)."""
     title = "Calibration model vs size (bootstrap 95% intervals)"
     if not len(long):
         return _empty(title, "no results to show yet: compute the missing runs")
@@ -126,78 +163,144 @@ def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
     colours = colour_map(long["checkpoint"])
     gap = 0.04
     width = (1 - 2 * gap) / 3
-    layout: dict = {"title": {"text": title}, "height": 420, "margin": {"t": 80, "r": 10},
-                    "annotations": [], "shapes": []}
+    layout: dict = {
+        "title": {"text": title},
+        "height": 420,
+        "margin": {"t": 80, "r": 10},
+        "annotations": [],
+        "shapes": [],
+    }
     train = [i for i, s in enumerate(sizes) if s in TRAIN_SIZES]
     traces = []
     for col, (q, panel_title) in enumerate(PANELS, start=1):
         x0 = (col - 1) * (width + gap)
         sfx = "" if col == 1 else str(col)
-        layout[f"xaxis{sfx}"] = {"domain": [x0, x0 + width], "anchor": f"y{sfx}", "type": "category",
-                                 "categoryorder": "array", "categoryarray": sizes,
-                                 "title": {"text": "size (3-digit × n-digit)" if col == 2 else "size"}}
-        layout[f"yaxis{sfx}"] = {"anchor": f"x{sfx}", "range": [-0.03, 1.05], "tickformat": ".0%",
-                                 **({"title": {"text": "probability"}} if col == 1
-                                    else {"matches": "y", "showticklabels": False})}
-        layout["annotations"].append({"text": panel_title, "x": x0 + width / 2, "y": 1.0,
-                                      "xref": "paper", "yref": "paper", "xanchor": "center",
-                                      "yanchor": "bottom", "showarrow": False})
+        layout[f"xaxis{sfx}"] = {
+            "domain": [x0, x0 + width],
+            "anchor": f"y{sfx}",
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": sizes,
+            "title": {"text": "size (3-digit × n-digit)" if col == 2 else "size"},
+        }
+        layout[f"yaxis{sfx}"] = {
+            "anchor": f"x{sfx}",
+            "range": [-0.03, 1.05],
+            "tickformat": ".0%",
+            **({"title": {"text": "probability"}} if col == 1 else {"matches": "y", "showticklabels": False}),
+        }
+        layout["annotations"].append(
+            {
+                "text": panel_title,
+                "x": x0 + width / 2,
+                "y": 1.0,
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "center",
+                "yanchor": "bottom",
+                "showarrow": False,
+            }
+        )
         if train:
-            layout["shapes"].append({"type": "rect", "xref": f"x{sfx}", "yref": f"y{sfx} domain",
-                                     "x0": min(train) - 0.5, "x1": max(train) + 0.5, "y0": 0,
-                                     "y1": 1, "fillcolor": "#e5e7eb", "opacity": 0.5,
-                                     "line": {"width": 0}, "layer": "below"})
+            layout["shapes"].append(
+                {
+                    "type": "rect",
+                    "xref": f"x{sfx}",
+                    "yref": f"y{sfx} domain",
+                    "x0": min(train) - 0.5,
+                    "x1": max(train) + 0.5,
+                    "y0": 0,
+                    "y1": 1,
+                    "fillcolor": "#e5e7eb",
+                    "opacity": 0.5,
+                    "line": {"width": 0},
+                    "layer": "below",
+                }
+            )
         sub = long[long["quantity"] == q]
         for label, g in sub.groupby("checkpoint", sort=False):
             g = g.set_index("size").reindex([s for s in sizes if s in set(g["size"])])
             plus, minus = _err(g["value"], g["lo"], g["hi"])
-            traces.append(go.Scatter(
-                x=list(g.index), y=_nan_to_none(g["value"]), name=str(label), legendgroup=str(label),
-                showlegend=col == 1, mode="lines+markers", line=dict(color=colours[label], width=2),
-                xaxis=f"x{sfx}", yaxis=f"y{sfx}",
-                error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1.5),
-                customdata=list(zip(g["k"].astype(object), g["of"].astype(object), g["source"])),
-                hovertemplate=(f"<b>{label}</b> %{{x}}<br>{NAMES[q]}"
-                               " = %{y:.0%} (%{customdata[0]}/%{customdata[1]})"
-                               "<br>source: %{customdata[2]}<extra></extra>")))
+            traces.append(
+                go.Scatter(
+                    x=list(g.index),
+                    y=_nan_to_none(g["value"]),
+                    name=str(label),
+                    legendgroup=str(label),
+                    showlegend=col == 1,
+                    mode="lines+markers",
+                    line=dict(color=colours[label], width=2),
+                    xaxis=f"x{sfx}",
+                    yaxis=f"y{sfx}",
+                    error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1.5),
+                    customdata=list(zip(g["k"].astype(object), g["of"].astype(object), g["source"])),
+                    hovertemplate=(
+                        f"<b>{label}</b> %{{x}}<br>{NAMES[q]}"
+                        " = %{y:.0%} (%{customdata[0]}/%{customdata[1]})"
+                        "<br>source: %{customdata[2]}<extra></extra>"
+                    ),
+                )
+            )
     if train:
-        layout["annotations"].append({"text": "training sizes", "x": min(train) - 0.5, "y": 1.0,
-                                      "xref": "x", "yref": "y domain", "xanchor": "left",
-                                      "yanchor": "top", "showarrow": False,
-                                      "font": {"size": 10, "color": "#6b7280"}})
+        layout["annotations"].append(
+            {
+                "text": "training sizes",
+                "x": min(train) - 0.5,
+                "y": 1.0,
+                "xref": "x",
+                "yref": "y domain",
+                "xanchor": "left",
+                "yanchor": "top",
+                "showarrow": False,
+                "font": {"size": 10, "color": "#6b7280"},
+            }
+        )
     return go.Figure(data=traces, layout=layout)
 
 
 def predicted_observed_figure(po: pd.DataFrame) -> go.Figure:
     """Figure 3: predicted (y) vs observed (x) accuracy per (checkpoint, size), bootstrap 95%
     error bars on both, the y = x line. Filled markers: training sizes; open: out of distribution.
-    `po` is ds_core.calibration_views.predicted_observed(frame)."""
+    `po` is ui.services.calibration_views.predicted_observed(frame)."""
     title = "Predicted vs observed accuracy (bootstrap 95% intervals)"
     pts = po.dropna(subset=["predicted", "observed"]) if len(po) else po
     if not len(pts):
         return _empty(title, "no cells with a defined prediction yet")
     colours = colour_map(po["checkpoint"])
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="y = x",
-                             line=dict(color="#9ca3af", dash="dot"), hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="y = x", line=dict(color="#9ca3af", dash="dot"), hoverinfo="skip"
+        )
+    )
     for label, g in pts.groupby("checkpoint", sort=False):
         xp, xm = _err(g["observed"], g["observed_lo"], g["observed_hi"])
         yp, ym = _err(g["predicted"], g["predicted_lo"], g["predicted_hi"])
         symbols = ["circle" if d else "circle-open" for d in g["in_distribution"]]
-        fig.add_trace(go.Scatter(
-            x=_nan_to_none(g["observed"]), y=_nan_to_none(g["predicted"]), name=str(label),
-            mode="markers+text", text=list(g["size"]), textposition="top center",
-            textfont=dict(size=10, color=colours[label]),
-            marker=dict(color=colours[label], size=10, symbol=symbols,
-                        line=dict(width=2, color=colours[label])),
-            error_x=dict(type="data", symmetric=False, array=xp, arrayminus=xm, thickness=1),
-            error_y=dict(type="data", symmetric=False, array=yp, arrayminus=ym, thickness=1),
-            customdata=list(g["source"]),
-            hovertemplate=(f"<b>{label}</b> %{{text}}<br>observed %{{x:.0%}}<br>predicted %{{y:.0%}}"
-                           "<br>source: %{customdata}<extra></extra>")))
+        fig.add_trace(
+            go.Scatter(
+                x=_nan_to_none(g["observed"]),
+                y=_nan_to_none(g["predicted"]),
+                name=str(label),
+                mode="markers+text",
+                text=list(g["size"]),
+                textposition="top center",
+                textfont=dict(size=10, color=colours[label]),
+                marker=dict(color=colours[label], size=10, symbol=symbols, line=dict(width=2, color=colours[label])),
+                error_x=dict(type="data", symmetric=False, array=xp, arrayminus=xm, thickness=1),
+                error_y=dict(type="data", symmetric=False, array=yp, arrayminus=ym, thickness=1),
+                customdata=list(g["source"]),
+                hovertemplate=(
+                    f"<b>{label}</b> %{{text}}<br>observed %{{x:.0%}}<br>predicted %{{y:.0%}}"
+                    "<br>source: %{customdata}<extra></extra>"
+                ),
+            )
+        )
     fig.update_xaxes(title_text="observed accuracy", tickformat=".0%", range=[-0.04, 1.06])
-    fig.update_yaxes(title_text="predicted accuracy", tickformat=".0%", range=[-0.04, 1.06],
-                     scaleanchor="x", scaleratio=1)
-    fig.update_layout(title=title, height=520, margin=dict(t=60, r=10),
-                      legend_title_text="filled: training sizes · open: OOD")
+    fig.update_yaxes(
+        title_text="predicted accuracy", tickformat=".0%", range=[-0.04, 1.06], scaleanchor="x", scaleratio=1
+    )
+    fig.update_layout(
+        title=title, height=520, margin=dict(t=60, r=10), legend_title_text="filled: training sizes · open: OOD"
+    )
     return fig

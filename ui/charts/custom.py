@@ -4,6 +4,7 @@
 `decisions_figure(results)`: per checkpoint, the share of rows by decision sequence
 ("STOP", "RESAMPLE,STOP", ...), i.e. how often the decision policy asked for another attempt.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,15 +33,23 @@ def accuracy_figure(summary: pd.DataFrame) -> go.Figure:
     acc = 100 * rows["accuracy"].astype(float)
     lo = 100 * rows["wald_lo"].astype(float)
     hi = 100 * rows["wald_hi"].astype(float)
-    fig = go.Figure(go.Bar(
-        x=rows["checkpoint"].astype(str), y=acc, marker_color=ACC_COLOUR,
-        error_y=dict(type="data", symmetric=False, array=(hi - acc).clip(lower=0),
-                     arrayminus=(acc - lo).clip(lower=0)),
-        text=[f"{a:.0f}% (n={n})" if not math.isnan(a) else "" for a, n in zip(acc, rows["n"])],
-        textposition="outside", cliponaxis=False,
-        hovertemplate="%{x}: %{y:.1f}%<extra></extra>"))
-    fig.update_layout(title=title, yaxis_title="accuracy (%)", yaxis_range=[0, 110], height=360,
-                      margin=dict(t=60, b=40))
+    fig = go.Figure(
+        go.Bar(
+            x=rows["checkpoint"].astype(str),
+            y=acc,
+            marker_color=ACC_COLOUR,
+            error_y=dict(
+                type="data", symmetric=False, array=(hi - acc).clip(lower=0), arrayminus=(acc - lo).clip(lower=0)
+            ),
+            text=[f"{a:.0f}% (n={n})" if not math.isnan(a) else "" for a, n in zip(acc, rows["n"])],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{x}: %{y:.1f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title, yaxis_title="accuracy (%)", yaxis_range=[0, 110], height=360, margin=dict(t=60, b=40)
+    )
     return fig
 
 
@@ -61,9 +70,21 @@ def decisions_figure(results: pd.DataFrame, max_kinds: int = 6) -> go.Figure:
     for i, k in enumerate(kinds):
         if k not in share:
             continue
-        fig.add_bar(x=share.index.astype(str), y=share[k], name=k,
-                    marker_color=_SEQ_COLOURS[i % len(_SEQ_COLOURS)],
-                    customdata=counts[k], hovertemplate=f"{k}: " + "%{y:.1f}% (%{customdata} rows)<extra></extra>")
-    fig.update_layout(barmode="stack", title=title, yaxis_title="rows (%)", yaxis_range=[0, 100],
-                      legend_title="decisions", height=360, margin=dict(t=60, b=40))
+        fig.add_bar(
+            x=share.index.astype(str),
+            y=share[k],
+            name=k,
+            marker_color=_SEQ_COLOURS[i % len(_SEQ_COLOURS)],
+            customdata=counts[k],
+            hovertemplate=f"{k}: " + "%{y:.1f}% (%{customdata} rows)<extra></extra>",
+        )
+    fig.update_layout(
+        barmode="stack",
+        title=title,
+        yaxis_title="rows (%)",
+        yaxis_range=[0, 100],
+        legend_title="decisions",
+        height=360,
+        margin=dict(t=60, b=40),
+    )
     return fig

@@ -1,13 +1,14 @@
 """Charts of the episode explorer: plain functions DataFrame -> plotly Figure.
 
 `decision_sampling_figure(figures)`: per objective, |G_S| and |G_D|, the ratio |G_S|/|G_D| (and
-its per-token form), cos(G_S, G_D) and the decision share (ds_core.explorer.figures_frame).
+its per-token form), cos(G_S, G_D) and the decision share (ui.services.explorer.figures_frame).
 `groups_heatmap(groups, metric)`: parameter group x objective heatmap of one metric
-(ds_core.explorer.groups_frame).
+(ui.services.explorer.groups_frame).
 `segment_figure(segments)`: a decision token's input attribution summed per episode segment
-(ds_core.explorer.input_frames).
+(ui.services.explorer.input_frames).
 `token_figure(tokens, value)`: one value per token position as bars coloured by role.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,31 +72,72 @@ def decision_sampling_figure(figures: pd.DataFrame) -> go.Figure:
     if not len(figures):
         return _empty(title, "no objective could be attributed on this episode")
     x = figures["label"].astype(str).tolist()
-    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.2, subplot_titles=(
-        "|G_S| and |G_D|", "ratio |G_S| / |G_D|",
-        "cos(G_S, G_D)", "decision share of |G|²"))
-    for col, name, colour in (("norm_G_S", "|G_S| sampling", S_COLOUR),
-                              ("norm_G_D", "|G_D| decision", D_COLOUR)):
-        fig.add_trace(go.Bar(x=x, y=_finite(figures[col], True), name=name, marker_color=colour,
-                             customdata=[_fmt(v) for v in figures[col]],
-                             hovertemplate=f"%{{x}} {name} = %{{customdata}}<extra></extra>"), 1, 1)
-    for col, name, colour in (("ratio_SD", "ratio", "#0f766e"),
-                              ("ratio_SD_per_token", "ratio per token", "#99f6e4")):
-        fig.add_trace(go.Bar(x=x, y=_finite(figures[col], True), name=name, marker_color=colour,
-                             customdata=[_fmt(v) for v in figures[col]],
-                             hovertemplate=f"%{{x}} {name} = %{{customdata}}<extra></extra>"), 1, 2)
-    fig.add_trace(go.Bar(x=x, y=_finite(figures["cos_SD"]), name="cos", marker_color="#7c3aed",
-                         showlegend=False, customdata=[_fmt(v) for v in figures["cos_SD"]],
-                         hovertemplate="%{x} cos = %{customdata}<extra></extra>"), 2, 1)
-    fig.add_trace(go.Bar(x=x, y=_finite(figures["share_D"]), name="share_D", marker_color=D_COLOUR,
-                         showlegend=False, customdata=[_fmt(v) for v in figures["share_D"]],
-                         hovertemplate="%{x} decision share = %{customdata}<extra></extra>"), 2, 2)
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        horizontal_spacing=0.12,
+        vertical_spacing=0.2,
+        subplot_titles=("|G_S| and |G_D|", "ratio |G_S| / |G_D|", "cos(G_S, G_D)", "decision share of |G|²"),
+    )
+    for col, name, colour in (("norm_G_S", "|G_S| sampling", S_COLOUR), ("norm_G_D", "|G_D| decision", D_COLOUR)):
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=_finite(figures[col], True),
+                name=name,
+                marker_color=colour,
+                customdata=[_fmt(v) for v in figures[col]],
+                hovertemplate=f"%{{x}} {name} = %{{customdata}}<extra></extra>",
+            ),
+            1,
+            1,
+        )
+    for col, name, colour in (("ratio_SD", "ratio", "#0f766e"), ("ratio_SD_per_token", "ratio per token", "#99f6e4")):
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=_finite(figures[col], True),
+                name=name,
+                marker_color=colour,
+                customdata=[_fmt(v) for v in figures[col]],
+                hovertemplate=f"%{{x}} {name} = %{{customdata}}<extra></extra>",
+            ),
+            1,
+            2,
+        )
+    fig.add_trace(
+        go.Bar(
+            x=x,
+            y=_finite(figures["cos_SD"]),
+            name="cos",
+            marker_color="#7c3aed",
+            showlegend=False,
+            customdata=[_fmt(v) for v in figures["cos_SD"]],
+            hovertemplate="%{x} cos = %{customdata}<extra></extra>",
+        ),
+        2,
+        1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=x,
+            y=_finite(figures["share_D"]),
+            name="share_D",
+            marker_color=D_COLOUR,
+            showlegend=False,
+            customdata=[_fmt(v) for v in figures["share_D"]],
+            hovertemplate="%{x} decision share = %{customdata}<extra></extra>",
+        ),
+        2,
+        2,
+    )
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_yaxes(range=[-1.05, 1.05], row=2, col=1)
     fig.add_hline(y=1, line_dash="dot", line_color="#6b7280", row=1, col=2)
-    fig.update_layout(title=title, barmode="group", height=560, margin=dict(t=80, b=40),
-                      legend=dict(orientation="h", y=-0.08))
+    fig.update_layout(
+        title=title, barmode="group", height=560, margin=dict(t=80, b=40), legend=dict(orientation="h", y=-0.08)
+    )
     return fig
 
 
@@ -112,20 +154,30 @@ def groups_heatmap(groups: pd.DataFrame, metric: str = "ratio_SD") -> go.Figure:
     objectives = list(dict.fromkeys(groups["objective"]))
     rows = list(dict.fromkeys(groups["group"]))
     rows = [r for r in rows if r != "model"] + (["model"] if "model" in rows else [])
-    raw = groups.pivot_table(index="group", columns="objective", values=metric, aggfunc="first",
-                             dropna=False).reindex(index=rows, columns=objectives)
+    raw = groups.pivot_table(index="group", columns="objective", values=metric, aggfunc="first", dropna=False).reindex(
+        index=rows, columns=objectives
+    )
     vals = raw.to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.log10(vals) if log else vals.copy()
     z[~np.isfinite(z)] = np.nan
     text = [[_fmt(v) for v in row] for row in vals]
     kw = dict(colorscale="RdBu_r", zmid=0) if diverging else dict(colorscale="Viridis")
-    fig = go.Figure(go.Heatmap(
-        z=z, x=objectives, y=rows, text=text, texttemplate="%{text}",
-        colorbar=dict(title=label.split(" (")[0]),
-        hovertemplate="%{y} / %{x}: %{text}<extra></extra>", **kw))
-    fig.update_layout(title=title, height=max(320, 28 * len(rows) + 140), margin=dict(t=60, b=40),
-                      yaxis=dict(autorange="reversed"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=objectives,
+            y=rows,
+            text=text,
+            texttemplate="%{text}",
+            colorbar=dict(title=label.split(" (")[0]),
+            hovertemplate="%{y} / %{x}: %{text}<extra></extra>",
+            **kw,
+        )
+    )
+    fig.update_layout(
+        title=title, height=max(320, 28 * len(rows) + 140), margin=dict(t=60, b=40), yaxis=dict(autorange="reversed")
+    )
     return fig
 
 
@@ -135,16 +187,27 @@ def segment_figure(segments: pd.DataFrame, title: str = "Input attribution per s
     if not len(segments):
         return _empty(title, "no earlier tokens")
     colours = [ROLE_COLOURS.get(r, "#111827") for r in segments["role"]]
-    fig = go.Figure(go.Bar(
-        x=segments["segment"].astype(str), y=_finite(segments["attribution"]), marker_color=colours,
-        customdata=np.stack([[_fmt(v) for v in segments["attribution"]],
-                             [_fmt(v) for v in segments["abs_attribution"]],
-                             segments["tokens"].astype(str)], axis=1),
-        hovertemplate="%{x}: sum %{customdata[0]}, sum |.| %{customdata[1]}, "
-                      "%{customdata[2]} tokens<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=segments["segment"].astype(str),
+            y=_finite(segments["attribution"]),
+            marker_color=colours,
+            customdata=np.stack(
+                [
+                    [_fmt(v) for v in segments["attribution"]],
+                    [_fmt(v) for v in segments["abs_attribution"]],
+                    segments["tokens"].astype(str),
+                ],
+                axis=1,
+            ),
+            hovertemplate="%{x}: sum %{customdata[0]}, sum |.| %{customdata[1]}, "
+            "%{customdata[2]} tokens<extra></extra>",
+        )
+    )
     fig.add_hline(y=0, line_color="#6b7280")
-    fig.update_layout(title=title, yaxis_title="attribution (sum over the segment's tokens)",
-                      height=340, margin=dict(t=60, b=40))
+    fig.update_layout(
+        title=title, yaxis_title="attribution (sum over the segment's tokens)", height=340, margin=dict(t=60, b=40)
+    )
     return fig
 
 
@@ -161,10 +224,23 @@ def token_figure(tokens: pd.DataFrame, value: str, title: str) -> go.Figure:
         if not m.any():
             continue
         sub = tokens[m]
-        fig.add_trace(go.Bar(x=sub["pos"], y=_finite(sub[value]), name=role, marker_color=colour,
-                             customdata=np.stack([sub["token"].astype(str),
-                                                  [_fmt(v) for v in sub[value]]], axis=1),
-                             hovertemplate="#%{x} %{customdata[0]}: %{customdata[1]}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="token position", yaxis_title=value, height=300,
-                      bargap=0.05, margin=dict(t=60, b=40), legend=dict(orientation="h", y=1.12))
+        fig.add_trace(
+            go.Bar(
+                x=sub["pos"],
+                y=_finite(sub[value]),
+                name=role,
+                marker_color=colour,
+                customdata=np.stack([sub["token"].astype(str), [_fmt(v) for v in sub[value]]], axis=1),
+                hovertemplate="#%{x} %{customdata[0]}: %{customdata[1]}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="token position",
+        yaxis_title=value,
+        height=300,
+        bargap=0.05,
+        margin=dict(t=60, b=40),
+        legend=dict(orientation="h", y=1.12),
+    )
     return fig

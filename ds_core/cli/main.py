@@ -1,0 +1,131 @@
+"""Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`,
+`python -m ds_core train base|sft|reflection|rl|all`, `python -m ds_core report`,
+`python -m ds_core attribute --checkpoint DIR --sizes 3x3,3x4 --n 20 --out results.csv`,
+`python -m ds_core balance precompute` (also spelt `python -m ds_core.balance precompute`).
+
+Errors a user can cause (a bad path, a bad size, a bad setting) print one clear line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ds_core.errors import UserError
+from ds_core.paths import PACKAGE_DATA, SHIPPED_DIR
+
+
+def sampling_args(p: argparse.ArgumentParser) -> None:
+    """The sampling options every sampling command takes (read by commands.sampling_config)."""
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-attempts", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+
+
+def balance_args(p: argparse.ArgumentParser) -> None:
+    """`balance precompute` and its options."""
+    from ds_core.analysis.balance.dataset import DATASET_N, DATASET_SIZES
+    from ds_core.analysis.balance.length_sweep import SWEEP_PER_SIZE, SWEEP_SIZES
+    from ds_core.analysis.balance.shipped import SHIPPED_CHECKPOINTS
+
+    sub = p.add_subparsers(dest="balance_cmd", required=True)
+    a = sub.add_parser(
+        "precompute",
+        help="dataset-level attribution and the length sweep of the "
+        "shipped checkpoints, written to ds_core/data/balance_v1.json",
+    )
+    a.add_argument("--out", default=str(PACKAGE_DATA / "balance_v1.json"))
+    a.add_argument("--checkpoints", default=None, help="folder of checkpoints (default: checkpoints/)")
+    a.add_argument("--names", default=",".join(SHIPPED_CHECKPOINTS))
+    a.add_argument("--sizes", default=",".join(DATASET_SIZES), help="dataset-level sizes")
+    a.add_argument("--n", type=int, default=DATASET_N, help="episodes per size (dataset level)")
+    a.add_argument("--sweep-sizes", default=",".join(SWEEP_SIZES))
+    a.add_argument("--per-size", type=int, default=SWEEP_PER_SIZE)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--data-dir", default=None, help="results store (default $DS_LENS_DATA or ./data)")
+    a.add_argument("--no-store", action="store_true")
+    a.add_argument("--threads", type=int, default=1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ds_core", description="DS-Lens core commands")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a grid of sizes (Table 1 style)")
+    e.add_argument("--checkpoint", required=True, help="checkpoint directory (any local HF causal LM)")
+    e.add_argument("--sizes", default="3x3-3x9", help="e.g. 3x3-3x9 or 3x3,3x5 (default 3x3-3x9)")
+    e.add_argument("--n", type=int, default=100, help="problems per size (default 100: the fixed test set)")
+    e.add_argument("--seed", type=int, default=0)
+    sampling_args(e)
+    e.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples (default 100)")
+    e.add_argument("--data-dir", default=None, help="results store directory (default $DS_LENS_DATA or ./data)")
+    e.add_argument("--no-store", action="store_true", help="do not read or write the results store")
+    e.add_argument("--recompute", action="store_true", help="sample again even if the store has the run")
+    e.add_argument("--json", default=None, help="also write the full report as JSON to this file")
+    e.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl)")
+    t.add_argument("stage", choices=["base", "sft", "reflection", "rl", "all"])
+    t.add_argument("--out", default=str(SHIPPED_DIR), help="where checkpoint directories go (default: checkpoints/)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--smoke", action="store_true", help="tiny budgets: seconds, for tests")
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--quiet", action="store_true")
+    r = sub.add_parser("report", help="evaluate the four conditions; write eval.json files and tables")
+    r.add_argument("--checkpoints", default=str(SHIPPED_DIR))
+    r.add_argument("--out", default="RESULTS_TABLES.md", help="markdown tables (RESULTS.md holds the written analysis)")
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--quiet", action="store_true")
+    a = sub.add_parser("attribute", help="gradient attribution (sampling vs decision) over evaluation episodes")
+    a.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    a.add_argument(
+        "--ref",
+        default=None,
+        help="KL reference checkpoint (default: the checkpoint's parent when it is in the "
+        "same folder; without one the KL objectives are skipped)",
+    )
+    a.add_argument("--sizes", default="3x3,3x4", help="e.g. 3x3,3x4 or 3x3-3x9 (default 3x3,3x4)")
+    a.add_argument("--n", type=int, default=20, help="episodes per size (default 20)")
+    a.add_argument(
+        "--objectives", default=None, help="comma-separated (default: surrogate,kl_k3,kl_k1,sft_sum,sft_mean,dft)"
+    )
+    a.add_argument(
+        "--advantage",
+        type=float,
+        default=None,
+        help="surrogate advantage for every episode (default: by final correctness)",
+    )
+    a.add_argument(
+        "--advantage-correct", type=float, default=1.0, help="surrogate advantage of a correct episode (default +1)"
+    )
+    a.add_argument(
+        "--advantage-wrong", type=float, default=-1.0, help="surrogate advantage of a wrong episode (default -1)"
+    )
+    a.add_argument("--norms", action="store_true", help="also compute per-token gradient norms (slow)")
+    a.add_argument("--jvp-method", choices=["auto", "forward", "double_backward"], default="auto")
+    a.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation run")
+    sampling_args(a)
+    a.add_argument("--data-dir", default=None, help="results store directory (default $DS_LENS_DATA or ./data)")
+    a.add_argument("--recompute", action="store_true", help="attribute again even if the store has the result")
+    a.add_argument("--out", default=None, help="write the per-episode table as CSV to this file")
+    a.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    balance_args(sub.add_parser("balance", help="Gradient balance: precompute the shipped results"))
+    args = p.parse_args(argv)
+    from ds_core.cli import commands
+
+    try:
+        return {
+            "eval": commands.eval_cmd,
+            "train": commands.train_cmd,
+            "report": commands.report_cmd,
+            "attribute": commands.attribute_cmd,
+            "balance": commands.balance_cmd,
+        }[args.cmd](args)
+    except (UserError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was stored", file=sys.stderr)
+        return 130

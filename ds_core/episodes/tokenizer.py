@@ -1,0 +1,45 @@
+"""The character-level tokenizer of DS-Lens' own models, built in code with `tokenizers`.
+
+Every printable ASCII character is one token; the format's special tokens are whole tokens. It is
+wrapped as a `PreTrainedTokenizerFast` and saved with each checkpoint, so a checkpoint loads with
+`AutoTokenizer` like any other. Nothing else in ds_core may assume this tokenizer: code that needs
+decision tokens goes through a `RoleTagger` (ds_core.episodes.roles).
+"""
+
+from __future__ import annotations
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+STOP_TOKEN, RESAMPLE_TOKEN = "[STOP]", "[RESAMPLE]"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+DECISION_TOKENS = (STOP_TOKEN, RESAMPLE_TOKEN)
+CHARS = tuple(chr(c) for c in range(32, 127))  # printable ASCII, space included
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Build the char-level tokenizer: ids 0-3 specials, 4-5 decisions, then printable ASCII."""
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + DECISION_TOKENS + CHARS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        model_max_length=4096,
+        padding_side="left",
+    )
+    tok.add_special_tokens({"additional_special_tokens": list(DECISION_TOKENS)})
+    return tok
+
+
+def decision_token_ids(tokenizer) -> dict[str, int] | None:
+    """{'STOP': id, 'RESAMPLE': id} when the tokenizer has the format's decision tokens, else None."""
+    vocab = tokenizer.get_vocab()
+    if STOP_TOKEN in vocab and RESAMPLE_TOKEN in vocab:
+        return {"STOP": vocab[STOP_TOKEN], "RESAMPLE": vocab[RESAMPLE_TOKEN]}
+    return None

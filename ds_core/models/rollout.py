@@ -1,0 +1,208 @@
+"""Batched rollout: sample self-correction episodes for many problems at once with a KV cache.
+
+    episodes = rollout(ckpt.model, ckpt.tokenizer, ckpt.format, problems, SamplingConfig(), seed=0)
+
+Every episode draws its random numbers from its own stream, seeded by (seed, index), so the same
+seed gives the same episodes whatever the batch size or the other problems in the batch (up to
+float rounding of padded batches, which does not change a sampled token in practice). A row stops
+at [STOP], at end-of-sequence, at the retry cap (RESAMPLE after `max_attempts` attempts) or at its
+token budget (flagged `truncated`). Finished rows leave the batch so the cache shrinks as it goes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ds_core.episodes.episode import Episode
+from ds_core.episodes.tasks import Problem
+from ds_core.episodes.tokenizer import decision_token_ids
+from ds_core.models.kvcache import GrowingCache
+from ds_core.models.locks import MODEL_LOCK
+from ds_core.models.model import context_length
+
+from .sampling import Prefix, RolloutError, SamplingConfig
+
+
+def budget(fmt, problem: Problem | None, cfg: SamplingConfig) -> int:
+    """Token budget of one episode: explicit max_new_tokens, else the format's budget."""
+    if cfg.max_new_tokens is not None:
+        return cfg.max_new_tokens
+    return fmt.token_budget(problem, cfg.max_attempts)
+
+
+def prompt_prefix(fmt, tokenizer, problem: Problem) -> Prefix:
+    ids = fmt.prompt_ids(tokenizer, problem)
+    return Prefix(problem, tuple(ids), len(ids))
+
+
+def _sample(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Inverse-CDF sampling with one uniform per row (temperature, nucleus)."""
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1:
+        sp, si = probs.sort(dim=-1, descending=True)
+        drop = (sp.cumsum(-1) - sp) >= cfg.top_p
+        sp = sp.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, si, sp)
+    cdf = probs.cumsum(-1)
+    u = u.unsqueeze(-1) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # never a zero-probability token
+    return idx.clamp_(max=logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def rollout(
+    model,
+    tokenizer,
+    fmt,
+    requests: Sequence[Problem | Prefix],
+    cfg: SamplingConfig | None = None,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    streams: Sequence[str | int] | None = None,
+) -> list[Episode]:
+    """Sample one episode per request. `progress(k)` is called as k more episodes finish.
+
+    Episode i draws its random numbers from the stream (seed, streams[i]); streams default to
+    the request's index. Give explicit streams to batch several independent runs together.
+    """
+    cfg = cfg or SamplingConfig()
+    streams = list(range(len(requests))) if streams is None else list(streams)
+    if len(streams) != len(requests):
+        raise RolloutError(f"{len(streams)} streams for {len(requests)} requests")
+    prefixes = [r if isinstance(r, Prefix) else prompt_prefix(fmt, tokenizer, r) for r in requests]
+    ctx = context_length(model)
+    for p in prefixes:
+        if len(p.ids) >= ctx:
+            raise RolloutError(f"a prompt of {len(p.ids)} tokens does not fit the model's context of {ctx}")
+        if not p.ids:
+            raise RolloutError("an empty prompt cannot be continued")
+    budgets = [min(budget(fmt, p.problem, cfg), ctx - len(p.ids)) for p in prefixes]
+    out: list[Episode | None] = [None] * len(prefixes)
+    # batch rows of similar length together: fewer wasted steps and less padding
+    order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i].ids) + budgets[i], i))
+    for b0 in range(0, len(order), cfg.batch_size):
+        rows = order[b0 : b0 + cfg.batch_size]
+        with MODEL_LOCK:  # another session may be attributing with this model (ds_core.models.locks)
+            batch = _rollout_batch(
+                model,
+                tokenizer,
+                fmt,
+                [prefixes[i] for i in rows],
+                [budgets[i] for i in rows],
+                [streams[i] for i in rows],
+                cfg,
+                seed,
+                progress,
+            )
+        for i, ep in zip(rows, batch):
+            out[i] = ep
+    return out  # type: ignore[return-value]
+
+
+def _cache_arg(model) -> str:
+    """transformers 5.x names the KV cache `cache`; older model classes call it `past_key_values`."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(outp):
+    c = getattr(outp, "cache", None)
+    return c if c is not None else outp.past_key_values
+
+
+def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed, progress):
+    device = next(model.parameters()).device
+    dec = decision_token_ids(tokenizer) or {}
+    stop_id, resample_id = dec.get("STOP"), dec.get("RESAMPLE")
+    eos_ids = set()
+    for attr in ("eos_token_id",):
+        v = getattr(tokenizer, attr, None)
+        if v is not None:
+            eos_ids.add(int(v))
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if gen_eos is not None:
+        eos_ids.update(int(x) for x in (gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    n = len(prefixes)
+    rngs = [random.Random(f"ds-lens-rollout:{seed}:{s}") for s in streams]
+    generated: list[list[int]] = [[] for _ in range(n)]
+    # a prefix may already hold attempts: they count toward the retry cap
+    resamples = [sum(1 for t in p.ids[p.prompt_len :] if t == resample_id) for p in prefixes]
+    truncated = [False] * n
+    width = max(len(p.ids) for p in prefixes)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for r, p in enumerate(prefixes):
+        ids[r, width - len(p.ids) :] = torch.tensor(p.ids)
+        mask[r, width - len(p.ids) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    outp = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=pos,
+        use_cache=True,
+        logits_to_keep=1,
+        **{_cache_arg(model): GrowingCache()},
+    )
+    cache, logits = _cache_of(outp), outp.logits[:, -1]
+    next_pos = pos[:, -1] + 1
+    active = list(range(n))  # batch row -> episode row
+    while active:
+        u = torch.tensor([rngs[r].random() for r in active], dtype=torch.float32, device=device)
+        tok = _sample(logits, u, cfg).tolist()
+        keep = []
+        for j, r in enumerate(active):
+            t = int(tok[j])
+            generated[r].append(t)
+            done = False
+            if t == stop_id or t in eos_ids:
+                done = True
+            elif t == resample_id:
+                resamples[r] += 1
+                done = resamples[r] >= cfg.max_attempts
+            if not done and len(generated[r]) >= budgets[r]:
+                done, truncated[r] = True, True
+            if not done:
+                keep.append(j)
+        if progress and len(keep) < len(active):
+            progress(len(active) - len(keep))
+        if not keep:
+            break
+        if len(keep) < len(active):
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            mask, next_pos = mask[sel], next_pos[sel]
+            tok = [tok[j] for j in keep]
+            active = [active[j] for j in keep]
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
+        inp = torch.tensor(tok, dtype=torch.long, device=device).unsqueeze(-1)
+        outp = model(
+            input_ids=inp,
+            attention_mask=mask,
+            position_ids=next_pos.unsqueeze(-1),
+            use_cache=True,
+            **{_cache_arg(model): cache},
+        )
+        cache, logits = _cache_of(outp), outp.logits[:, -1]
+        next_pos = next_pos + 1
+    episodes = []
+    for r, p in enumerate(prefixes):
+        episodes.append(
+            fmt.parse(
+                p.problem,
+                list(p.ids) + generated[r],
+                p.prompt_len,
+                tokenizer,
+                truncated=truncated[r],
+                max_attempts=cfg.max_attempts,
+            )
+        )
+    return episodes

@@ -1,0 +1,215 @@
+"""Per-token objective terms (torch) shared by training (SFT, DFT, GRPO + KL) and attribution.
+
+Design notes: docs/DESIGN.md, section `ds_core.objectives.terms`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LOG_RATIO_CLAMP = 20.0  # verl: log-ratios are clamped to [-20, 20] before exp (ratio and k3)
+K3_MAX = 10.0  # verl's low_var_kl also clamps the per-token k3 value to [-10, 10]
+REDUCTIONS = ("token_mean", "seq_mean", "sum")
+
+
+# ---------------------------------------------------------------- validation helpers
+def _check_2d(name: str, x: torch.Tensor, like: torch.Tensor | None = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape [B, T], got {tuple(x.shape)}")
+    if like is not None and x.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(x.shape)} but logp has {tuple(like.shape)}")
+
+
+def _mask(mask, logp: torch.Tensor) -> torch.Tensor:
+    """Validate a bool/int/float mask against logp; return it as logp's float dtype."""
+    _check_2d("mask", mask, logp)
+    return mask.to(dtype=logp.dtype if logp.is_floating_point() else torch.float32, device=logp.device)
+
+
+def _apply(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """x * m, and exactly 0 (with zero gradient) where m == 0 even if x is inf/nan there."""
+    return torch.where(m != 0, x * m, torch.zeros_like(x))
+
+
+# ---------------------------------------------------------------- log-probabilities
+def token_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """logp [B, T] of each token given its prefix, from a transformers causal LM.
+
+    logp[:, 0] = 0. With an attention mask (left padding allowed), position ids default to
+    cumsum(mask) - 1 clamped at 0, so a left-padded row sees the same positions as unpadded, and
+    logp is 0 on padding and on each row's first real token (it has no real prefix to predict
+    it from). Computed in float32 (log_softmax + gather); differentiable.
+    """
+    _check_2d("input_ids", input_ids)
+    if attention_mask is not None:
+        _check_2d("attention_mask", attention_mask, input_ids)
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    lp = lp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    logp = torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
+    if attention_mask is not None:
+        am = attention_mask.bool()
+        has_prefix = torch.zeros_like(am)
+        has_prefix[:, 1:] = am[:, 1:] & am[:, :-1]
+        logp = torch.where(has_prefix, logp, torch.zeros_like(logp))
+    return logp
+
+
+# ---------------------------------------------------------------- supervised terms
+def sft_terms(logp: torch.Tensor, mask) -> torch.Tensor:
+    """sft_sum: the token NLL -logp. Summed, each sequence weighs in by its length."""
+    _check_2d("logp", logp)
+    return _apply(-logp, _mask(mask, logp))
+
+
+def sft_mean_terms(logp: torch.Tensor, mask) -> torch.Tensor:
+    """sft_mean: -logp / n_tokens(b): each sequence's terms sum to its mean NLL."""
+    _check_2d("logp", logp)
+    m = _mask(mask, logp)
+    return _apply(-logp, m) / m.sum(-1, keepdim=True).clamp(min=1)
+
+
+def dft_terms(logp: torch.Tensor, mask) -> torch.Tensor:
+    """dft: Dynamic Fine-Tuning (Wu et al. 2025): -sg(p) * logp, so d term / d logp = -p."""
+    _check_2d("logp", logp)
+    m = _mask(mask, logp)
+    p = torch.exp(torch.where(m != 0, logp, torch.zeros_like(logp))).detach()
+    return _apply(-p * logp, m)
+
+
+# ---------------------------------------------------------------- GRPO
+def group_advantages(rewards, group_size: int | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO group-relative advantages A_i = (R_i - mean_group) / (std_group + eps).
+
+    `rewards` is [N, G] (one row per query, G rollouts) or flat [N * G] with `group_size`; the
+    result has the input's shape. std is the unbiased one (torch.std default, as in common GRPO
+    code, e.g. verl). A group whose rewards are all equal (including G = 1) has no relative
+    signal: its advantages are exactly 0, never nan.
+    """
+    r = torch.as_tensor(rewards).float()
+    flat = r.dim() == 1
+    if flat:
+        if group_size is None or group_size < 1 or r.numel() % group_size:
+            raise ValueError(f"flat rewards of length {r.numel()} need a group_size dividing it, got {group_size!r}")
+        r = r.view(-1, group_size)
+    elif r.dim() != 2:
+        raise ValueError(f"rewards must be [N, G] or flat [N*G], got {tuple(r.shape)}")
+    elif group_size is not None and group_size != r.shape[1]:
+        raise ValueError(f"group_size={group_size} but rewards are {tuple(r.shape)}")
+    same = (r == r[:, :1]).all(dim=1, keepdim=True)
+    std = r.std(dim=1, keepdim=True) if r.shape[1] > 1 else torch.zeros_like(r[:, :1])
+    adv = (r - r.mean(dim=1, keepdim=True)) / (std + eps)
+    adv = torch.where(same, torch.zeros_like(adv), adv)
+    return adv.reshape(-1) if flat else adv
+
+
+def _log_ratio(logp, other, m):
+    """logp - sg(other), 0 where masked, clamped to +-LOG_RATIO_CLAMP (verl)."""
+    lr = torch.where(m != 0, logp - other.detach(), torch.zeros_like(logp))
+    return lr.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+
+
+def _surrogate_parts(logp, old_logp, advantages, mask, clip_eps):
+    _check_2d("logp", logp)
+    _check_2d("old_logp", old_logp, logp)
+    m = _mask(mask, logp)
+    adv = torch.as_tensor(advantages, dtype=logp.dtype, device=logp.device)
+    if adv.shape != (logp.shape[0],):
+        raise ValueError(f"advantages must have shape [B] = ({logp.shape[0]},), got {tuple(adv.shape)}")
+    ratio = torch.exp(_log_ratio(logp, old_logp, m))
+    a = adv.detach().unsqueeze(1)
+    unclipped, clipped = -ratio * a, -ratio.clamp(1 - clip_eps, 1 + clip_eps) * a
+    return m, ratio, unclipped, clipped
+
+
+def surrogate_terms(logp, old_logp, advantages, mask, clip_eps: float = 0.2) -> torch.Tensor:
+    """surrogate: PPO/GRPO clipped term -min(r A, clip(r, 1-eps, 1+eps) A), r = pi/sg(pi_old).
+
+    `advantages` is [B] (one per sequence, broadcast over its tokens). On-policy (r = 1) its
+    gradient is -A * grad logp for every token: Theorem 3.1's balanced attribution. The ratio's
+    log is clamped to [-20, 20] as in verl (no effect on gradients inside that range).
+    """
+    m, _, unclipped, clipped = _surrogate_parts(logp, old_logp, advantages, mask, clip_eps)
+    return _apply(torch.maximum(unclipped, clipped), m)  # -min(rA, clip(r)A) = max(-rA, -clip A)
+
+
+# ---------------------------------------------------------------- KL penalties
+def kl_k1_terms(logp, ref_logp, mask) -> torch.Tensor:
+    """kl_k1: log pi/pi_ref per token (the KL-in-reward estimator); d/dlogp = 1 per token,
+    so a trajectory's sum grows with its length (Theorem 3.2)."""
+    _check_2d("logp", logp)
+    _check_2d("ref_logp", ref_logp, logp)
+    return _apply(logp - ref_logp.detach(), _mask(mask, logp))
+
+
+def kl_k3_terms(logp, ref_logp, mask) -> torch.Tensor:
+    """kl_k3 (verl "low_var_kl"): exp(d) - d - 1 with d = sg(ref) - logp; >= 0, 0 iff equal.
+
+    As in verl, d is clamped to [-20, 20] and the value to at most K3_MAX = 10 (where a clamp
+    is active the gradient is 0). d/dlogp = 1 - exp(ref - logp) otherwise.
+    """
+    _check_2d("logp", logp)
+    _check_2d("ref_logp", ref_logp, logp)
+    m = _mask(mask, logp)
+    d = -_log_ratio(logp, ref_logp, m)
+    return _apply((torch.exp(d) - d - 1).clamp(max=K3_MAX), m)
+
+
+# ---------------------------------------------------------------- reduction and GRPO loss
+def reduce_terms(terms: torch.Tensor, mask, mode: str = "token_mean") -> torch.Tensor:
+    """Reduce [B, T] terms to a scalar.
+
+    token_mean: sum / total masked tokens in the batch (verl "token-mean");
+    seq_mean:   mean over sequences (with >= 1 masked token) of each sequence's token mean;
+    sum:        plain sum.
+    """
+    _check_2d("terms", terms)
+    m = _mask(mask, terms)
+    if mode == "sum":
+        return terms.sum()
+    if mode == "token_mean":
+        return terms.sum() / m.sum().clamp(min=1)
+    if mode == "seq_mean":
+        n = m.sum(-1)
+        per_seq = terms.sum(-1) / n.clamp(min=1)
+        return (per_seq * (n > 0)).sum() / (n > 0).sum().clamp(min=1)
+    raise ValueError(f"unknown reduction {mode!r}; choose one of {REDUCTIONS}")
+
+
+def grpo_loss(
+    logp,
+    old_logp,
+    ref_logp,
+    advantages,
+    mask,
+    clip_eps: float = 0.2,
+    kl_coef: float = 0.001,
+    reduction: str = "token_mean",
+):
+    """GRPO loss = reduce(surrogate + kl_coef * k3) and a stats dict of floats.
+
+    stats: ratio_mean (mean r over masked tokens), clip_frac (fraction of masked tokens where the
+    clipped branch is active, i.e. verl's pg_clipfrac), kl_k3 and kl_k1 (masked token means),
+    surrogate (token mean of the surrogate terms), loss.
+    """
+    m, ratio, unclipped, clipped = _surrogate_parts(logp, old_logp, advantages, mask, clip_eps)
+    surr = _apply(torch.maximum(unclipped, clipped), m)
+    k3 = kl_k3_terms(logp, ref_logp, m)
+    loss = reduce_terms(surr + kl_coef * k3, m, reduction)
+    n = m.sum().clamp(min=1)
+    with torch.no_grad():
+        stats = {
+            "ratio_mean": float(_apply(ratio, m).sum() / n),
+            "clip_frac": float(_apply((clipped > unclipped).to(m.dtype), m).sum() / n),
+            "kl_k3": float(k3.sum() / n),
+            "kl_k1": float(kl_k1_terms(logp, ref_logp, m).sum() / n),
+            "surrogate": float(surr.sum() / n),
+            "loss": float(loss),
+        }
+    return loss, stats

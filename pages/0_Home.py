@@ -1,0 +1,149 @@
+"""DS-Lens — the home page (app.py is the entry point and navigation).
+
+Pages only draw: everything they show comes from ds_core (see ui/common.py for the shell).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ds_core.models.checkpoint import CheckpointError, content_hash, find_checkpoints, read_card
+from ds_core.paths import SHIPPED_DIR
+from ds_core.store import StoreError
+from ui.common import USER_CHECKPOINTS, add_user_checkpoint, results_store, table
+from ui.tokens import legend_html, token_html
+
+PAGES = [
+    (
+        "Episode explorer",
+        "run one episode; every token coloured by role and shaded by how much of an "
+        "objective's gradient it carries; input attribution of a verdict; force the opposite verdict.",
+    ),
+    (
+        "Compare checkpoints",
+        "the same prompt and seed through several checkpoints, and one transcript "
+        "teacher-forced through all of them: per-token delta log-prob and delta attribution.",
+    ),
+    ("Custom prompts", "upload or paste problems, run the chosen checkpoints on every row, download the results."),
+    (
+        "Calibration",
+        "Table 1 (accuracy 3x3..3x9 with Wald intervals, the paper's as an overlay), "
+        "p_s / p_d|C / p_d|W vs size, predicted vs observed accuracy.",
+    ),
+    (
+        "Gradient balance",
+        "the Figure-1 toy with its parameters as controls; sampling:decision "
+        "gradient ratios per objective over a dataset; the length sweep.",
+    ),
+]
+
+
+def eval_summary(path: Path) -> dict:
+    """Headline metrics from the checkpoint's eval.json (written by `python -m ds_core report`)."""
+    f = path / "eval.json"
+    try:
+        sizes = json.loads(f.read_text())["sizes"] if f.is_file() else {}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        sizes = {}
+    out = {}
+    for size in ("3x3", "3x4", "3x6"):
+        acc = (sizes.get(size) or {}).get("accuracy", {}).get("p")
+        out[f"acc {size} %"] = None if acc is None else round(100 * acc)
+    p_dw = ((sizes.get("3x3") or {}).get("p_dW") or {}).get("value")
+    out["p_d|W 3x3 %"] = None if p_dw is None else round(100 * p_dw)
+    return out
+
+
+def checkpoint_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
+    rows, problems = [], []
+    for p in paths:
+        try:
+            card = read_card(p)
+        except CheckpointError as e:
+            problems.append(str(e))
+            card = None
+        rows.append(
+            {
+                "checkpoint": p.name,
+                "condition": card.condition if card else "(no card)",
+                **eval_summary(p),
+                "parent": (card.parent or "") if card else "",
+                "seed": card.seed if card else None,
+                "code version": card.code_version if card else "",
+                "hash": content_hash(p),
+                "path": str(p),
+            }
+        )
+    return pd.DataFrame(rows), problems
+
+
+@st.cache_data(show_spinner=False)
+def demo_frame() -> pd.DataFrame:
+    from ds_core.episodes.traces import demo_episode
+
+    ep = demo_episode()
+    return pd.DataFrame({"token": ep.tokens, "role": ep.roles, "segment": ep.segments})
+
+
+st.title("DS-Lens")
+st.markdown(
+    "**Why does RL give a language model a working self-check where SFT does not?** "
+    "A self-correcting generation is a sequence of *attempts* — the **sampling** policy writes the "
+    "worked steps, the answer and a check — each followed by a **decision**: `[STOP]` keeps the "
+    "answer, `[RESAMPLE]` tries again. The Two-Stage Decision-Sampling hypothesis says RL's "
+    "surrogate objective trains both policies in balance (every token carries the same advantage), "
+    "while SFT and the KL penalty spread their gradient over the many sampling tokens and leave "
+    "the one decision token per attempt under-trained."
+)
+st.markdown(
+    "**The DS picture** — a real two-attempt episode in the checkpoints' format (numbers "
+    "least-significant digit first: `123*7654` is 321 × 4567). The first attempt has a "
+    "corrupted partial product; its check `#R(a)*R(b)>p,R(answer)` disagrees, so the decision "
+    "is `[RESAMPLE]`; the second attempt is right and the decision is `[STOP]`. "
+    "Hover a token for its role and segment."
+)
+st.html(token_html(demo_frame(), hover=["segment"]))
+st.html(legend_html())
+
+st.subheader("Pages")
+st.markdown("\n".join(f"- **{name}** — {what}" for name, what in PAGES))
+
+st.subheader("Checkpoints")
+paths = find_checkpoints(SHIPPED_DIR)
+extra = st.text_input(
+    "Another local checkpoint directory (any Hugging Face causal LM; it is then offered on every page)",
+    value="",
+    placeholder="/path/to/model_dir",
+)
+if extra.strip():
+    p = Path(extra.strip()).expanduser()
+    if not p.is_dir() or not (p / "config.json").is_file():
+        st.error(f"{p} is not a checkpoint directory (it needs a config.json).")
+    else:
+        add_user_checkpoint(str(p.resolve()))
+for extra_dir in st.session_state.get(USER_CHECKPOINTS, []):
+    if Path(extra_dir) not in paths:
+        paths.append(Path(extra_dir))
+if paths:
+    frame, problems = checkpoint_rows(paths)
+    table(frame, "checkpoints", key="dl_checkpoints")
+    st.caption(
+        "Headline metrics come from each checkpoint's eval.json (`python -m ds_core report`: "
+        "100 problems per size, T=1, seed 0); the Calibration page has the full grid."
+    )
+    for msg in problems:
+        st.warning(msg)
+else:
+    st.info(f"No checkpoints found under {SHIPPED_DIR}.")
+
+st.subheader("Results store")
+try:
+    store = results_store()
+    runs = store.list_runs()
+    st.write(f"Stored at `{store.path}`: {len(runs)} evaluation run(s). Set `DS_LENS_DATA` to move it.")
+except StoreError as e:
+    st.error(f"The results store cannot be opened: {e}")

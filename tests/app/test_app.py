@@ -1,0 +1,77 @@
+"""The Streamlit home page, through Streamlit's AppTest."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from ds_core.episodes.tokenizer import build_tokenizer
+from ds_core.models.checkpoint import Card, save_checkpoint
+from ds_core.models.model import init_model
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def test_home_renders_and_lists_checkpoints(data_dir):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "DS-Lens"
+    assert any("Results store" in h.value for h in at.subheader)
+    assert any(str(data_dir) in m.value for m in at.markdown)
+
+
+def test_home_user_checkpoint_dir(data_dir, tmp_path):
+    tok = build_tokenizer()
+    ck = tmp_path / "mine"
+    save_checkpoint(ck, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card(condition="my-condition"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input(str(ck)).run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert "my-condition" in set(table["condition"])
+
+
+def test_home_bad_path_is_a_message_not_a_traceback(data_dir, tmp_path):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input(str(tmp_path / "nope")).run()
+    assert not at.exception
+    assert any("not a checkpoint directory" in e.value for e in at.error)
+
+
+def test_home_shows_shipped_checkpoints_with_metrics(data_dir):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {"base", "sft", "sft_reflection", "rl"} <= set(table["condition"])
+    rl = table[table["condition"] == "rl"].iloc[0]
+    import json
+
+    ev = json.loads((Path(APP).parent / "checkpoints" / "rl" / "eval.json").read_text())
+    assert rl["acc 3x3 %"] == round(100 * ev["sizes"]["3x3"]["accuracy"]["p"])
+
+
+def test_home_draws_the_ds_picture_from_a_parsed_episode(data_dir):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    body = at.html[0].value
+    assert "[RESAMPLE]" in body and "[STOP]" in body
+    assert "(decision)" in body and "(sampling)" in body and "(prompt)" in body
+
+
+def test_demo_episode_is_wrong_then_right():
+    from ds_core.episodes.traces import demo_episode
+
+    ep = demo_episode()
+    assert [a.correct for a in ep.attempts] == [False, True]
+    assert [d.verdict for d in ep.decisions] == ["RESAMPLE", "STOP"]
+    assert ep.correct and not ep.flags
+    assert ep.roles.count("decision") == 2
+
+
+def test_user_checkpoint_is_offered_to_other_pages(data_dir, tmp_path):
+    """A directory added on Home joins ui.common.checkpoint_choices() for the session."""
+    tok = build_tokenizer()
+    ck = tmp_path / "mine2"
+    save_checkpoint(ck, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card(condition="x"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input(str(ck)).run()
+    assert str(ck.resolve()) in at.session_state["user_checkpoints"]

@@ -1,0 +1,359 @@
+"""Custom prompts, reading: turn user-supplied problems (CSV, JSONL, TXT or pasted text) into
+parsed problems and per-row errors, refusing input that cannot be read as a whole.
+
+Design notes: docs/DESIGN.md, section `ui.services.custom_prompts_upload`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+
+import pandas as pd
+
+from ds_core.episodes.tasks import Problem, TaskError, parse_prompt
+
+MAX_BYTES = 1_000_000
+MAX_ROWS = 500
+PREVIEW_CHARS = 80
+FORMATS = ("csv", "jsonl", "json", "txt")
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".txt": "txt",
+    ".text": "txt",
+}
+PROMPT_KEYS = ("prompt",)
+EXPECTED_KEYS = ("expected", "answer", "expected_answer")
+ERROR_COLUMNS = ("row", "prompt", "checkpoint", "error")
+
+
+class UploadError(TaskError):
+    """The whole input cannot be read (too large, binary, not UTF-8, malformed CSV, no rows)."""
+
+
+# --- rows ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromptRow:
+    row: int  # 1-based line number in the source
+    prompt: str
+    given: str | None = None  # the source's expected answer, as written (None: not given)
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    prompt: str
+    error: str
+    checkpoint: str = ""  # "" for a row no checkpoint can run (it does not parse)
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "prompt": _preview(self.prompt), "checkpoint": self.checkpoint, "error": self.error}
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    source: str  # file name, or "pasted text"
+    fmt: str  # csv | jsonl | json | txt
+    rows: tuple[PromptRow, ...]
+    errors: tuple[RowError, ...] = ()  # rows that could not be read at all (JSONL)
+    notes: tuple[str, ...] = ()  # how the input was read (column used, encoding, ...)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows) + len(self.errors)
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    row: int
+    prompt: str
+    problem: Problem
+    given: str | None = None
+
+
+def _preview(text: str, n: int = PREVIEW_CHARS) -> str:
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# --- reading -----------------------------------------------------------------------------------
+def decode_bytes(data: bytes, source: str = "the file") -> tuple[str, tuple[str, ...]]:
+    """UTF-8 (or UTF-8 with a byte-order mark) text; anything else raises UploadError."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise UploadError(f"{source}: expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_BYTES:
+        raise UploadError(
+            f"{source} is {len(data):,} bytes; the limit is {MAX_BYTES:,} bytes (1 MB). Split it into smaller files."
+        )
+    if not data.strip():
+        raise UploadError(f"{source} is empty: nothing to run")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UploadError(f"{source} is UTF-16 text; save it as UTF-8 and upload it again")
+    if b"\x00" in data:
+        raise UploadError(
+            f"{source} looks like a binary file (it contains NUL bytes); upload a CSV, JSONL or TXT text file"
+        )
+    notes: tuple[str, ...] = ()
+    for enc in ("utf-8", "utf-8-sig"):
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError as e:
+            err = e
+            continue
+        if text.startswith("\ufeff"):
+            text, notes = text[1:], ("a UTF-8 byte-order mark was skipped",)
+        return text, notes
+    line = data[: err.start].count(b"\n") + 1
+    raise UploadError(
+        f"{source} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} "
+        f"cannot be decoded; save the file as UTF-8 and upload it again"
+    )
+
+
+def _check_rows(n: int, source: str) -> None:
+    if n > MAX_ROWS:
+        raise UploadError(f"{source} has {n:,} non-empty rows; the limit is {MAX_ROWS}. Split it into smaller files.")
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+
+
+def _given(v) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, bool):
+        return str(v)
+    s = str(v).strip()
+    return s or None
+
+
+def read_text(text: str, source: str = "pasted text") -> PromptSet:
+    """One problem per line (blank lines skipped)."""
+    if not isinstance(text, str):
+        raise UploadError(f"{source}: expected text, got {type(text).__name__}")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise UploadError(f"{source} is over {MAX_BYTES:,} bytes (1 MB); split it")
+    lines = _lines(text)
+    if not lines:
+        raise UploadError(f"{source} has no prompts (every line is blank)")
+    _check_rows(len(lines), source)
+    return PromptSet(source, "txt", tuple(PromptRow(i, ln.strip()) for i, ln in lines))
+
+
+def _find(keys: Sequence[str], names: Sequence[str]) -> int | None:
+    low = [str(n).strip().lower() for n in names]
+    for k in keys:
+        if k in low:
+            return low.index(k)
+    return None
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_prompt(text)
+        return True
+    except TaskError:
+        return False
+
+
+def read_csv(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
+    sample = text[:8192]
+    delimiter = ","
+    first = sample.splitlines()[0] if sample.splitlines() else ""
+    if "\t" in first and "," not in first:
+        delimiter = "\t"
+    elif ";" in first and "," not in first:
+        delimiter = ";"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        line = 1
+        for rec in reader:
+            if any(c.strip() for c in rec):
+                records.append((line, rec))
+                if len(records) > MAX_ROWS + 1:  # +1: a header
+                    raise UploadError(
+                        f"{source} has more than {MAX_ROWS} non-empty rows; the limit "
+                        f"is {MAX_ROWS}. Split it into smaller files."
+                    )
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise UploadError(
+            f"{source} is not a well-formed CSV file: {e} (near line {reader.line_num}); "
+            f"quote fields that contain the delimiter, or upload a TXT file with one "
+            f"problem per line"
+        ) from None
+    if not records:
+        raise UploadError(f"{source} has no rows")
+    header = records[0][1]
+    col = _find(PROMPT_KEYS, header)
+    notes = tuple(notes)
+    if col is not None:
+        body, exp = records[1:], _find(EXPECTED_KEYS, header)
+        if exp == col:
+            exp = None
+    else:
+        col, exp = 0, None
+        if _parses(header[0]):
+            body = records
+            notes += ("no 'prompt' column and no header row: the first column is used as the prompt",)
+        else:
+            body = records[1:]
+            exp = _find(EXPECTED_KEYS, header)
+            if exp == col:
+                exp = None
+            notes += (
+                f"no 'prompt' column: the first column ({_preview(header[0].strip(), 40)!r}) is used as the prompt",
+            )
+    if not body:
+        raise UploadError(f"{source} has a header but no data rows")
+    _check_rows(len(body), source)
+    rows, errors = [], []
+    for line, rec in body:
+        if col >= len(rec) or not rec[col].strip():
+            errors.append(RowError(line, delimiter.join(rec), "no prompt in this row's prompt column"))
+            continue
+        given = _given(rec[exp]) if exp is not None and exp < len(rec) else None
+        rows.append(PromptRow(line, rec[col].strip(), given))
+    if delimiter != ",":
+        notes += (f"read as {'tab' if delimiter == chr(9) else repr(delimiter)}-separated values",)
+    return PromptSet(source, "csv", tuple(rows), tuple(errors), notes)
+
+
+def _from_obj(line: int, obj, raw: str) -> PromptRow | RowError:
+    if isinstance(obj, str):
+        return RowError(
+            line, raw, 'a JSON string, expected an object with a \'prompt\' key (like {"prompt": "123*456"})'
+        )
+    if not isinstance(obj, dict):
+        kind = {list: "an array", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}.get(
+            type(obj), type(obj).__name__
+        )
+        return RowError(line, raw, f"{kind}, expected a JSON object with a 'prompt' key")
+    keys = {str(k).strip().lower(): v for k, v in obj.items()}
+    if "prompt" not in keys:
+        return RowError(line, raw, f"object has no 'prompt' key (keys: {', '.join(map(str, obj)) or 'none'})")
+    p = keys["prompt"]
+    if not isinstance(p, str):
+        return RowError(line, raw, f"'prompt' must be text, got {type(p).__name__}")
+    if not p.strip():
+        return RowError(line, raw, "'prompt' is empty")
+    given = next((_given(keys[k]) for k in EXPECTED_KEYS if k in keys), None)
+    return PromptRow(line, p.strip(), given)
+
+
+def read_jsonl(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
+    lines = _lines(text)
+    if not lines:
+        raise UploadError(f"{source} has no rows")
+    _check_rows(len(lines), source)
+    rows, errors = [], []
+    for i, ln in lines:
+        try:
+            obj = json.loads(ln)
+        except (ValueError, RecursionError) as e:
+            errors.append(RowError(i, ln, f"not valid JSON ({getattr(e, 'msg', e)})"))
+            continue
+        r = _from_obj(i, obj, ln)
+        (errors if isinstance(r, RowError) else rows).append(r)
+    return PromptSet(source, "jsonl", tuple(rows), tuple(errors), tuple(notes))
+
+
+def read_json(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
+    """A JSON list of objects (with 'prompt') or of strings; anything else is tried as JSONL."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return read_jsonl(text, source, tuple(notes) + ("not one JSON document: read as JSON Lines",))
+    if isinstance(doc, dict):
+        return read_jsonl(text, source, notes)
+    if not isinstance(doc, list):
+        raise UploadError(
+            f"{source} holds a single JSON {type(doc).__name__}; expected a list of "
+            f"objects with a 'prompt' key, or JSON Lines"
+        )
+    _check_rows(len(doc), source)
+    rows, errors = [], []
+    for i, obj in enumerate(doc, 1):  # row = position in the list
+        if isinstance(obj, str):
+            if obj.strip():
+                rows.append(PromptRow(i, obj.strip()))
+            continue
+        r = _from_obj(i, obj, json.dumps(obj, ensure_ascii=False)[:200])
+        (errors if isinstance(r, RowError) else rows).append(r)
+    if not rows and not errors:
+        raise UploadError(f"{source} holds an empty list")
+    return PromptSet(
+        source, "json", tuple(rows), tuple(errors), tuple(notes) + ("rows are numbered by position in the JSON list",)
+    )
+
+
+def detect_format(name: str, text: str) -> str:
+    ext = PurePath(name or "").suffix.lower()
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if first.startswith("{"):
+        return "jsonl"
+    if first.startswith("["):
+        return "json"
+    return "txt"
+
+
+def read_upload(name: str, data: bytes) -> PromptSet:
+    """Read an uploaded file (format from its extension; unknown extensions are sniffed)."""
+    source = PurePath(name or "upload").name or "upload"
+    text, notes = decode_bytes(data, source)
+    fmt = detect_format(source, text)
+    if fmt == "csv":
+        return read_csv(text, source, notes)
+    if fmt == "jsonl":
+        return read_jsonl(text, source, notes)
+    if fmt == "json":
+        return read_json(text, source, notes)
+    ps = read_text(text, source)
+    return PromptSet(ps.source, ps.fmt, ps.rows, ps.errors, notes + ps.notes)
+
+
+def parse_rows(prompts: PromptSet) -> tuple[tuple[ParsedPrompt, ...], tuple[RowError, ...]]:
+    """Parse every row with `parse_prompt`; rows that fail come back as errors (with the read errors)."""
+    ok, errors = [], list(prompts.errors)
+    for r in prompts.rows:
+        try:
+            ok.append(ParsedPrompt(r.row, r.prompt, parse_prompt(r.prompt), r.given))
+        except TaskError as e:
+            errors.append(RowError(r.row, r.prompt, str(e)))
+    errors.sort(key=lambda e: e.row)
+    return tuple(ok), tuple(errors)
+
+
+def errors_frame(errors: Sequence[RowError]) -> pd.DataFrame:
+    return pd.DataFrame([e.to_dict() for e in errors], columns=list(ERROR_COLUMNS))
+
+
+def preview_frame(prompts: Sequence[ParsedPrompt]) -> pd.DataFrame:
+    """The rows that will run: row, prompt, problem, size, expected answer."""
+    return pd.DataFrame(
+        [
+            {
+                "row": p.row,
+                "prompt": _preview(p.prompt),
+                "problem": p.problem.display,
+                "size": p.problem.size,
+                "expected": str(p.problem.answer),
+                "given_answer": p.given,
+            }
+            for p in prompts
+        ],
+        columns=["row", "prompt", "problem", "size", "expected", "given_answer"],
+    )

@@ -1,0 +1,115 @@
+"""The Episode explorer's decision section: what drives a decision token (captum input
+attribution) and what happens with the opposite verdict (a counterfactual rollout)."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from ui.charts.explorer import segment_figure
+from ui.common import chart, table, user_errors
+from ui.services.explorer import (
+    IG_DELTA_WARN,
+    INPUT_METHODS,
+    comparison_frame,
+    episode_frame,
+    has_decision_tokens,
+    input_frames,
+    shading_scale,
+)
+from ui.tokens import token_html
+from ui.views.explorer_work import cached_counterfactual, cached_input_attribution
+
+CF_REQ = "ex_cf_request"  # session state: (request, decision index) of the last counterfactual
+
+
+def render(ep, ckpt, decisions, key: tuple, req: dict, shading: str) -> None:
+    """`decisions`: (position, label) of every decision token; `key`: the episode's cache key."""
+    st.subheader("Decision tokens")
+    if not decisions:
+        st.info("No decision token in this episode: nothing to attribute or to flip.")
+        return
+    labels = dict(decisions)
+    d1, d2, d3, d4 = st.columns([3, 3, 2, 2])
+    position = d1.selectbox(
+        "Decision token", [p for p, _ in decisions], format_func=lambda p: labels.get(p, str(p)), key="ex_decision"
+    )
+    method_label = d2.radio("Method", list(INPUT_METHODS), horizontal=True, key="ex_ia_method")
+    has_dec = has_decision_tokens(ckpt)
+    targets = ["contrastive", "logprob"] if has_dec else ["logprob"]
+    target = d3.radio(
+        "Target",
+        targets,
+        key="ex_ia_target",
+        format_func={"contrastive": "log p(STOP) − log p(RESAMPLE)", "logprob": "log p(written token)"}.get,
+    )
+    n_steps = int(
+        d4.number_input("IG steps", 4, 256, 64, 4, key="ex_ia_steps", disabled=INPUT_METHODS[method_label] != "ig")
+    )
+    decision_index = next(i for i, d in enumerate(ep.decisions) if d.start <= position < d.end)
+
+    with user_errors("Cannot attribute the decision token"):
+        with st.spinner("Input attribution (captum)…"):
+            ia = cached_input_attribution(*key, position, INPUT_METHODS[method_label], target, n_steps)
+        tokens, segments = input_frames(ia, position)
+        val = float(ia.target_values[0])
+        cap = f"target value at token {position}: {val:+.4g}"
+        if target == "contrastive":
+            p_stop = 1 / (1 + math.exp(-val)) if abs(val) < 700 else float(val > 0)
+            cap += f" (P(STOP | STOP or RESAMPLE) = {p_stop:.3f})"
+        if ia.deltas is not None:
+            cap += f"; IG convergence delta {float(ia.deltas[0]):+.3g} (relative {float(ia.relative_deltas[0]):.2g})"
+        st.caption(cap)
+        if ia.deltas is not None and float(ia.relative_deltas[0]) > IG_DELTA_WARN:
+            st.warning(
+                f"Integrated gradients has not converged: the attributions miss f(input) − "
+                f"f(baseline) by {float(ia.relative_deltas[0]):.0%} of it. Try more (or fewer) "
+                "steps; on these small RMSNorm models the error moves erratically with the steps."
+            )
+        i1, i2 = st.columns([3, 2])
+        with i1:
+            st.html(
+                token_html(
+                    tokens,
+                    "attribution",
+                    ["attribution", "segment"],
+                    signed=ia.params.get("aggregate") != "l2",
+                    highlight=position,
+                    scale=shading_scale(tokens["attribution"], shading),
+                )
+            )
+        with i2:
+            chart(
+                segment_figure(segments, f"{method_label}: attribution per segment"),
+                f"input attribution {method_label}",
+                key="ex_chart_segments",
+            )
+        table(segments, "input attribution per segment", key="ex_dl_segments")
+        with st.expander("Input attribution per token"):
+            table(tokens[tokens["pos"] < position], "input attribution per token", key="ex_dl_ia_tokens")
+
+    st.markdown(
+        "**Counterfactual**: keep the transcript up to this decision, write the opposite verdict "
+        "there and let the model continue (same sampling settings and seed)."
+    )
+    if st.button(
+        "Force the opposite verdict",
+        key="ex_cf",
+        disabled=not has_dec,
+        help=None if has_dec else "this checkpoint has no [STOP]/[RESAMPLE] tokens",
+    ):
+        st.session_state[CF_REQ] = (req, decision_index)
+    if st.session_state.get(CF_REQ) == (req, decision_index):
+        with user_errors("Cannot roll the counterfactual"):
+            with st.spinner("Rolling the episode on…"):
+                cf = cached_counterfactual(*key, decision_index)
+            st.caption(cf.note)
+            o1, o2 = st.columns(2)
+            with o1:
+                st.markdown(f"**Original** ({cf.original} at token {cf.position})")
+                st.html(token_html(episode_frame(ep), None, highlight=cf.position))
+            with o2:
+                st.markdown(f"**Counterfactual** ({cf.forced} forced at token {cf.position})")
+                st.html(token_html(episode_frame(cf.episode), None, highlight=cf.position))
+            table(comparison_frame(ep, cf), "counterfactual comparison", key="ex_dl_cf")
