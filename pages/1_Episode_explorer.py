@@ -15,7 +15,7 @@ import streamlit as st
 from ds_core.attribution.reference import reference_for
 from ds_core.episodes.tasks import EXAMPLE_PROMPTS, PROBLEM_SOURCES, TEST_SET_N, TEST_SET_SIZES, pick_problem
 from ui.charts.explorer import HEATMAP_METRICS, decision_sampling_figure, groups_heatmap, token_figure
-from ui.common import chart, checkpoint_choices, get_checkpoint, pick_checkpoint, table, user_errors
+from ui.common import chart, checkpoint_choices, get_checkpoint, pick_checkpoint, sampling_inputs, table, user_errors
 from ui.services.episodes import verdicts_text
 from ui.services.explorer import (
     GROUP_SEED_OFFSET,
@@ -96,20 +96,7 @@ else:
     )
 
 s1, s2, s3, s4 = st.columns(4)
-temperature = s1.number_input("Temperature", 0.0, 5.0, 1.0, 0.1, key="ex_temp", help="1.0 as in the paper; 0 = greedy")
-top_p = s2.number_input("Top-p", 0.05, 1.0, 1.0, 0.05, key="ex_top_p")
-max_attempts = int(
-    s3.number_input(
-        "Max attempts",
-        1,
-        8,
-        4,
-        1,
-        key="ex_attempts",
-        help="retry cap: [RESAMPLE] after this many attempts ends the episode",
-    )
-)
-seed = int(s4.number_input("Seed", 0, 2**31 - 1, 0, 1, key="ex_seed"))
+temperature, top_p, max_attempts, seed = sampling_inputs("ex", (s1, s2, s3, s4))
 
 controls = None
 with user_errors("Cannot read the problem"):

@@ -32,6 +32,7 @@ from ui.common import (
     get_checkpoint,
     pick_checkpoints,
     results_store,
+    sampling_inputs,
     table,
     user_errors,
 )
@@ -156,14 +157,7 @@ with c_prob:
         problem_args = {"size": size, "seed": int(pseed)}
 with c_samp:
     s1, s2 = st.columns(2)
-    temperature = s1.number_input(
-        "Temperature", min_value=0.0, max_value=5.0, value=1.0, step=0.1, key="cmp_temp", help="0 = greedy"
-    )
-    top_p = s2.number_input("Top-p", min_value=0.05, max_value=1.0, value=1.0, step=0.05, key="cmp_top_p")
-    max_attempts = s1.number_input(
-        "Retry cap (attempts)", min_value=1, max_value=8, value=4, step=1, key="cmp_attempts"
-    )
-    seed = s2.number_input("Sampling seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="cmp_seed")
+    temperature, top_p, max_attempts, seed = sampling_inputs("cmp", (s1, s2, s1, s2))
 
 cfg_t = (float(temperature), float(top_p), int(max_attempts))
 current = {"paths": tuple(paths), "source": source_kind, "problem_args": problem_args, "cfg": cfg_t, "seed": int(seed)}

@@ -12,7 +12,7 @@ import time
 import streamlit as st
 
 from ds_core.episodes.tasks import EXAMPLE_PROMPTS
-from ui.common import chart, get_checkpoint, pick_checkpoints, results_store, table, user_errors
+from ui.common import chart, get_checkpoint, pick_checkpoints, results_store, sampling_inputs, table, user_errors
 from ui.services.custom_prompts_run import run_prompts
 from ui.services.custom_prompts_upload import (
     MAX_BYTES,
@@ -85,20 +85,7 @@ with user_errors("Cannot read the input"):
 st.subheader("Checkpoints and sampling")
 c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
 ckpt_paths = pick_checkpoints("Checkpoints", key="cp_ckpts", container=c1)
-temperature = c2.number_input("Temperature", 0.0, 5.0, 1.0, 0.1, key="cp_temp", help="1.0 as in the paper; 0 = greedy")
-top_p = c3.number_input("Top-p", 0.05, 1.0, 1.0, 0.05, key="cp_top_p")
-max_attempts = int(
-    c4.number_input(
-        "Max attempts",
-        1,
-        8,
-        4,
-        1,
-        key="cp_attempts",
-        help="retry cap: [RESAMPLE] after this many attempts ends the episode",
-    )
-)
-seed = int(c5.number_input("Seed", 0, 2**31 - 1, 0, 1, key="cp_seed"))
+temperature, top_p, max_attempts, seed = sampling_inputs("cp", (c2, c3, c4, c5))
 
 if prompts is not None:
     st.write(

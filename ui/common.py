@@ -19,6 +19,7 @@ from ds_core.errors import UserError
 from ds_core.models.checkpoint import Checkpoint, CheckpointError, content_hash, find_checkpoints, load_checkpoint
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import ResultsStore, default_data_dir
+from ui.services.explorer import MAX_ATTEMPTS as MAX_PAGE_ATTEMPTS  # the pages' cap on the retry cap
 
 log = logging.getLogger("ds_lens.app")
 
@@ -91,6 +92,31 @@ def pick_checkpoints(
     names = list(choices)
     chosen = container.multiselect(label, names, default=[n for n in default if n in names] or names[:2], key=key)
     return [choices[n] for n in chosen]
+
+
+# --- sampling settings ---------------------------------------------------------------------------
+
+
+def sampling_inputs(prefix: str, columns) -> tuple[float, float, int, int]:
+    """The sampling controls every sampling page shows, in four containers: temperature, top-p,
+    retry cap and seed (widget keys `{prefix}_temp`, `_top_p`, `_attempts`, `_seed`). Returns
+    (temperature, top_p, max_attempts, seed); ds_core.models.sampling.SamplingConfig validates them."""
+    c_t, c_p, c_m, c_s = columns
+    temperature = c_t.number_input(
+        "Temperature", 0.0, 5.0, 1.0, 0.1, key=f"{prefix}_temp", help="1.0 as in the paper; 0 = greedy"
+    )
+    top_p = c_p.number_input("Top-p", 0.05, 1.0, 1.0, 0.05, key=f"{prefix}_top_p")
+    max_attempts = c_m.number_input(
+        "Max attempts",
+        1,
+        MAX_PAGE_ATTEMPTS,
+        4,
+        1,
+        key=f"{prefix}_attempts",
+        help="retry cap: [RESAMPLE] after this many attempts ends the episode",
+    )
+    seed = c_s.number_input("Seed", 0, 2**31 - 1, 0, 1, key=f"{prefix}_seed")
+    return float(temperature), float(top_p), int(max_attempts), int(seed)
 
 
 # --- errors ------------------------------------------------------------------------------------

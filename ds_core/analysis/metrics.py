@@ -23,9 +23,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 from statsmodels.stats.proportion import proportion_confint
 
+from ds_core.episodes.episode import RESAMPLE, STOP, TRANSITIONS, transition
 from ds_core.store.jsonio import to_jsonable
 
-STOP, RESAMPLE = "STOP", "RESAMPLE"
 ATTEMPT_MODES = ("all", "first")
 QUANTITIES = ("p_s", "p_dC", "p_dW", "predicted", "observed")
 Z95 = 1.96  # the paper's 95% Wald intervals
@@ -279,21 +279,13 @@ class Transitions:
         }
 
 
-_DKEY = {
-    (True, STOP): "correct_kept",
-    (False, RESAMPLE): "wrong_revised",
-    (False, STOP): "wrong_kept",
-    (True, RESAMPLE): "correct_changed",
-}
-
-
 def transition_counts(episodes) -> Transitions:
     """Per attempt index: (correctness, verdict) counts; per pair k -> k+1: correctness table."""
     dec: dict[int, dict[str, int]] = {}
     pair: dict[int, dict[str, int]] = {}
     for ep in episodes:
         for i, correct, verdict in _decided(ep):
-            dec.setdefault(i, dict.fromkeys(_DKEY.values(), 0))[_DKEY[(correct, verdict)]] += 1
+            dec.setdefault(i, dict.fromkeys(TRANSITIONS.values(), 0))[transition(correct, verdict)] += 1
         ok = {int(a.index): bool(a.correct) for a in ep.attempts}
         for k in (k for k in ok if k + 1 in ok):
             key = ("C" if ok[k] else "W") + "_to_" + ("C" if ok[k + 1] else "W")

@@ -12,17 +12,10 @@ from dataclasses import dataclass, field
 from ds_core.attribution.cache import cached_with_source, objective_needs
 from ds_core.attribution.reference import resolve_ref
 from ds_core.attribution.result import AttributionResult
-from ds_core.episodes.episode import RESAMPLE, STOP, Episode
+from ds_core.episodes.episode import OUTCOMES, Episode, transition
 from ds_core.episodes.tasks import task_size
 from ds_core.objectives import DEFAULT_OBJECTIVES, needs_ref, parse_objectives
 
-OUTCOMES = ("correct_kept", "wrong_revised", "wrong_kept", "correct_changed", "undecided")
-_OUTCOME = {
-    (True, STOP): "correct_kept",
-    (False, RESAMPLE): "wrong_revised",
-    (False, STOP): "wrong_kept",
-    (True, RESAMPLE): "correct_changed",
-}
 FRAME_COLUMNS = (
     "size",
     "episode",
@@ -58,7 +51,7 @@ def outcome_of(episode) -> str:
     if not atts:
         return "undecided"
     verdict = episode.verdict_after(atts[0].index)
-    return "undecided" if verdict is None else _OUTCOME[(bool(atts[0].correct), verdict)]
+    return transition(atts[0].correct, verdict)
 
 
 def size_of(episode) -> str:

@@ -16,20 +16,6 @@ RESULT_VERSION = 1
 PER_TOKEN = ("term", "share", "align_D", "align_S", "grad_norm")
 
 
-_FLOAT_FIELDS = (
-    "norm_G_S",
-    "norm_G_D",
-    "norm_G_O",
-    "norm_G",
-    "ratio_SD",
-    "ratio_SD_per_token",
-    "cos_SD",
-    "share_S",
-    "share_D",
-    "share_O",
-)
-
-
 @dataclass(frozen=True)
 class ComponentFigures:
     """The Gradient Attribution figures for the whole model or one parameter group.
@@ -56,6 +42,10 @@ class ComponentFigures:
     share_O: float
     params: tuple[str, ...] = ()
 
+    def row(self) -> dict:
+        """The figures (FIGURE_FIELDS) as a flat dict: one table row."""
+        return {k: getattr(self, k) for k in FIGURE_FIELDS}
+
     def to_dict(self) -> dict:
         d = to_jsonable(asdict(self))
         d["params"] = list(self.params)
@@ -64,10 +54,15 @@ class ComponentFigures:
     @classmethod
     def from_dict(cls, d: dict) -> ComponentFigures:
         kw = {
-            f.name: (as_float(d[f.name]) if f.name in _FLOAT_FIELDS else d[f.name]) for f in fields(cls) if f.name in d
+            f.name: (as_float(d[f.name]) if f.name in FLOAT_FIGURES else d[f.name]) for f in fields(cls) if f.name in d
         }
         kw["params"] = tuple(d.get("params", ()))
         return cls(**kw)
+
+
+# the figures of ComponentFigures, in order: counts, norms, ratios, cosine, shares
+FIGURE_FIELDS = tuple(f.name for f in fields(ComponentFigures) if f.name not in ("name", "n_params", "params"))
+FLOAT_FIGURES = tuple(k for k in FIGURE_FIELDS if not k.startswith("n_"))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,21 @@ FLAGS = (
 )
 OUTCOME_FLAGS = frozenset({CAP_REACHED})
 
+# what a verdict did with an attempt: the four cells of (attempt correct?, verdict)
+TRANSITIONS = {
+    (True, STOP): "correct_kept",
+    (False, RESAMPLE): "wrong_revised",
+    (False, STOP): "wrong_kept",
+    (True, RESAMPLE): "correct_changed",
+}
+UNDECIDED = "undecided"  # an attempt with no verdict after it
+OUTCOMES = (*TRANSITIONS.values(), UNDECIDED)
+
+
+def transition(correct: bool, verdict: str | None) -> str:
+    """'correct_kept', 'wrong_revised', 'wrong_kept', 'correct_changed', or 'undecided' (no verdict)."""
+    return UNDECIDED if verdict is None else TRANSITIONS[(bool(correct), verdict)]
+
 
 @dataclass(frozen=True)
 class Attempt:

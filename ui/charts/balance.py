@@ -13,6 +13,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from ds_core.episodes.episode import OUTCOMES
+
 PARAMS = ("s", "dC", "dW")
 PARAM_LABELS = {"s": "θ_s (sampling)", "dC": "θ_d|C (STOP when correct)", "dW": "θ_d|W (RESAMPLE when wrong)"}
 # sampling blue, decisions orange (as ui.tokens' role colours)
@@ -28,7 +30,7 @@ OBJECTIVE_COLOURS = {
     "sft_mean": "#a78bfa",
     "dft": "#0891b2",
 }
-OUTCOME_ORDER = ("correct_kept", "wrong_revised", "wrong_kept", "correct_changed", "undecided")
+OUTCOME_ORDER = OUTCOMES
 OUTCOME_COLOURS = {
     "correct_kept": "#16a34a",
     "wrong_revised": "#2563eb",

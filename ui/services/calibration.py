@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ds_core.analysis.metrics import QUANTITIES
 from ds_core.episodes.tasks import TEST_SET_VERSION, TRAIN_SIZES, TaskError, TaskSpec, parse_sizes, task_name
 from ds_core.models.checkpoint import CheckpointError, content_hash, read_card
 from ds_core.models.sampling import RolloutError, SamplingConfig
@@ -21,7 +22,6 @@ from ds_core.paper import TABLE1
 from ds_core.store import ResultsStore, RunKey, StoreError
 
 SOURCES = ("store", "computed", "eval.json", "missing")
-QUANTITIES = ("p_s", "p_dC", "p_dW", "predicted", "observed")
 MAX_SIZES = 16
 MAX_N = 1000
 MAX_SEED = 2**31 - 1

@@ -18,25 +18,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ds_core.attribution.result import FIGURE_FIELDS
 from ds_core.episodes.episode import Episode
 from ui.services.compare import CompareError, check_shared_vocab
 from ui.services.episodes import episode_frame
 
-FIGURE_COLUMNS = (
-    "n_S",
-    "n_D",
-    "n_O",
-    "norm_G_S",
-    "norm_G_D",
-    "norm_G_O",
-    "norm_G",
-    "ratio_SD",
-    "ratio_SD_per_token",
-    "cos_SD",
-    "share_S",
-    "share_D",
-    "share_O",
-)
+FIGURE_COLUMNS = FIGURE_FIELDS  # ds_core.attribution.result
 
 
 # ------------------------------------------------------------------------------- attribution
@@ -104,7 +91,7 @@ def attribution_comparison(
             frows.append({"checkpoint": label, **{c: float("nan") for c in FIGURE_COLUMNS}, "error": r})
             continue
         fg = r.figures
-        frows.append({"checkpoint": label, **{c: getattr(fg, c) for c in FIGURE_COLUMNS}, "error": ""})
+        frows.append({"checkpoint": label, **fg.row(), "error": ""})
         f = ef[["pos", "token", "role", "segment"]].copy()
         f["checkpoint"] = label
         f["term"] = list(r.term)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ds_core.attribution.input_methods import INPUT_METHODS as REGISTERED_INPUT_METHODS
+from ds_core.attribution.result import FIGURE_FIELDS, PER_TOKEN
 from ds_core.episodes.episode import RESAMPLE, STOP, Episode
 from ds_core.episodes.tasks import Problem
 from ds_core.models.locks import MODEL_LOCK
@@ -62,23 +63,8 @@ OBJECTIVE_NAMES = OBJECTIVE_NAMES  # every registered objective, in registry ord
 OBJECTIVE_LABELS = SHORT_LABELS
 VIEWS = {"share": "share", "norm": "grad_norm", "alignment with G_D": "align_D", "alignment with G_S": "align_S"}
 SIGNED_VIEWS = {"share": True, "norm": False, "alignment with G_D": True, "alignment with G_S": True}
-PER_TOKEN = ("term", "share", "align_D", "align_S", "grad_norm")
-FIGURE_COLUMNS = (
-    "objective",
-    "label",
-    "n_S",
-    "n_D",
-    "n_O",
-    "norm_G_S",
-    "norm_G_D",
-    "norm_G_O",
-    "ratio_SD",
-    "ratio_SD_per_token",
-    "cos_SD",
-    "share_S",
-    "share_D",
-    "share_O",
-)
+
+FIGURE_COLUMNS = ("objective", "label", *FIGURE_FIELDS)
 GROUP_COLUMNS = (
     "objective",
     "group",
@@ -272,24 +258,7 @@ def figures_frame(atts: Attributions) -> pd.DataFrame:
     rows = []
     for o, r in atts.results.items():
         f = r.figures
-        rows.append(
-            {
-                "objective": o,
-                "label": OBJECTIVE_LABELS.get(o, o),
-                "n_S": f.n_S,
-                "n_D": f.n_D,
-                "n_O": f.n_O,
-                "norm_G_S": f.norm_G_S,
-                "norm_G_D": f.norm_G_D,
-                "norm_G_O": f.norm_G_O,
-                "ratio_SD": f.ratio_SD,
-                "ratio_SD_per_token": f.ratio_SD_per_token,
-                "cos_SD": f.cos_SD,
-                "share_S": f.share_S,
-                "share_D": f.share_D,
-                "share_O": f.share_O,
-            }
-        )
+        rows.append({"objective": o, "label": OBJECTIVE_LABELS.get(o, o), **f.row()})
     return pd.DataFrame(rows, columns=list(FIGURE_COLUMNS))
 
 
