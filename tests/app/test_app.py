@@ -75,3 +75,21 @@ def test_user_checkpoint_is_offered_to_other_pages(data_dir, tmp_path):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.text_input[0].input(str(ck)).run()
     assert str(ck.resolve()) in at.session_state["user_checkpoints"]
+
+
+def test_home_says_how_to_build_the_real_model_then_lists_it(data_dir):
+    """Without data/models/smollm2-135m-instruct Home says `make real-model`; a model built under
+    $DS_LENS_DATA/models is listed with the shipped ones and offered by every picker."""
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert any("make real-model" in c.value for c in at.caption)
+    tok = build_tokenizer()
+    built = data_dir / "models" / "smollm2-135m-instruct"
+    save_checkpoint(built, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card(condition="built"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert not any("make real-model" in c.value for c in at.caption)
+    assert "built" in set(at.dataframe[0].value["condition"])
+    from ui.common import checkpoint_choices
+
+    assert checkpoint_choices()["smollm2-135m-instruct"] == str(built)
