@@ -108,6 +108,22 @@ def bpe_tokenizer():
     return build_bpe_tokenizer()
 
 
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    """The BPE tokenizer as a chat model's: ChatML template, <|im_start|>/<|im_end|> special tokens
+    and <|im_end|> as eos (like SmolLM2 and Qwen2.5-Instruct). Do not mutate it."""
+    tok = build_bpe_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    return tok
+
+
 @pytest.fixture(scope="session")
 def char_tokenizer():
     """DS-Lens' own char-level tokenizer (ds_core.episodes.tokenizer.build_tokenizer()). Do not mutate it."""

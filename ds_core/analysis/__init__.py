@@ -1,1 +1,1 @@
-"""ds_core/analysis"""
+"""Stage 5: metrics, evaluation runs, the paper's Figure-1 toy and real-model gradient balance."""

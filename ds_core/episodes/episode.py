@@ -58,6 +58,15 @@ def transition(correct: bool, verdict: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class AttemptReading:
+    """What a format reads from an attempt's text."""
+
+    answer: int | None
+    malformed: bool
+    check_ok: bool | None
+
+
+@dataclass(frozen=True)
 class Attempt:
     index: int  # 0-based attempt number
     start: int  # token span [start, end) in Episode.token_ids

@@ -9,9 +9,10 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from ds_core.episodes.episode import Episode, parse_episode
-from ds_core.episodes.roles import LexicalMarkerTagger, SpecialTokenTagger
+from ds_core.episodes.episode import AttemptReading, Episode, parse_episode
+from ds_core.episodes.roles import SpecialTokenTagger
 from ds_core.episodes.tasks import Problem
+from ds_core.episodes.text_format import TextFormat
 from ds_core.episodes.tokenizer import BOS, EOS, RESAMPLE_TOKEN, STOP_TOKEN, decision_token_ids
 
 
@@ -49,13 +50,6 @@ def worked_steps(problem: Problem) -> list[Step]:
         total += partial
         steps.append(Step(int(ch), partial, total if i else None))
     return steps
-
-
-@dataclass(frozen=True)
-class AttemptReading:
-    answer: int | None
-    malformed: bool
-    check_ok: bool | None
 
 
 class EpisodeFormat(Protocol):
@@ -169,54 +163,9 @@ class DSFormat:
         return parse_episode(problem, token_ids, prompt_len, tokenizer, self, **kw)
 
 
-_LAST_NUMBER = re.compile(r"-?\d[\d,]*")
-
-
-class TextFormat:
-    """Natural-language prompts for any causal LM; decisions by lexical markers."""
-
-    name = "text"
-    writes_traces = False
-
-    def __init__(
-        self, tagger: LexicalMarkerTagger | None = None, template: str = "Question: What is {a} {word} {b}? Answer:"
-    ):
-        self.tagger = tagger or LexicalMarkerTagger()
-        self.template = template
-
-    def prompt_text(self, problem: Problem) -> str:
-        word = "times" if problem.op == "*" else "plus"
-        return self.template.format(a=problem.a, b=problem.b, word=word, op=problem.op)
-
-    def prompt_ids(self, tokenizer, problem: Problem) -> list[int]:
-        return list(tokenizer(self.prompt_text(problem), add_special_tokens=True)["input_ids"])
-
-    def token_budget(self, problem: Problem | None, max_attempts: int) -> int:
-        return 256 * max_attempts
-
-    def min_tokens(self, tokenizer, problem: Problem) -> int:
-        """The prompt and one token: a free-text answer has no minimum length."""
-        return len(self.prompt_ids(tokenizer, problem)) + 1
-
-    def attempt_text(self, ids, tokenizer) -> str:
-        return tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def read_attempt(self, text: str, problem: Problem | None) -> AttemptReading:
-        nums = [n.rstrip(",") for n in _LAST_NUMBER.findall(text)]
-        nums = [n for n in nums if n and n not in ("-",)]
-        if not nums:
-            return AttemptReading(None, True, None)
-        digits = nums[-1].replace(",", "")
-        try:
-            value = int(digits)
-        except ValueError:
-            return AttemptReading(None, True, None)
-        return AttemptReading(value if value >= 0 and len(digits) <= 40 else None, False, None)
-
-    def parse(self, problem, token_ids, prompt_len, tokenizer, **kw) -> Episode:
-        return parse_episode(problem, token_ids, prompt_len, tokenizer, self, **kw)
-
-
 def format_for(tokenizer) -> EpisodeFormat:
-    """Our format when the tokenizer has DS-Lens' decision tokens, else the text format."""
-    return DSFormat() if decision_token_ids(tokenizer) else TextFormat()
+    """Our format when the tokenizer has DS-Lens' decision tokens; else the text format, through
+    the tokenizer's chat template when it has one."""
+    if decision_token_ids(tokenizer):
+        return DSFormat()
+    return TextFormat.for_tokenizer(tokenizer)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ds_core.episodes.episode import RESAMPLE, STOP
-from ds_core.episodes.tokenizer import decision_token_ids
+from ds_core.episodes.tokenizer import decision_token_ids, end_of_turn_ids
 from ds_core.errors import UserError
 
 
@@ -93,6 +93,8 @@ class SpecialTokenTagger:
         return TagResult(tuple(roles), tuple(decisions), unexpected)
 
 
+SPANS = ("marker", "sentence")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 DEFAULT_RESAMPLE_MARKERS = ("Let me recompute", "I made a mistake", "I'll go back and check", "Wait")
 DEFAULT_STOP_MARKERS: tuple[str, ...] = ()  # by default the end-of-sequence token is STOP
 
@@ -124,21 +126,38 @@ def token_char_spans(token_ids: list[int], tokenizer, start: int) -> tuple[str, 
 class LexicalMarkerTagger:
     """Decisions are marker phrases in the decoded text (the paper's lexical markers).
 
-    A resample marker opens a new attempt; a stop marker, or the end-of-sequence token when
-    `eos_is_stop`, is the STOP decision. Matching is case-insensitive on word boundaries; a token
-    is a decision token when its characters overlap a marker.
+    A resample marker opens a new attempt; a stop marker, or the end of the generation (eos or the
+    chat template's end-of-turn token) when `eos_is_stop`, is the STOP decision. Matching is
+    case-insensitive on word boundaries; a token is a decision token when its characters overlap
+    the decision span: the marker itself (`span="marker"`) or the marker's sentence, up to the next
+    `.`, `!`, `?` or line break (`span="sentence"`, the chat default).
     """
 
     name = "lexical_markers"
 
     def __init__(
-        self, resample_markers=DEFAULT_RESAMPLE_MARKERS, stop_markers=DEFAULT_STOP_MARKERS, eos_is_stop: bool = True
+        self,
+        resample_markers=DEFAULT_RESAMPLE_MARKERS,
+        stop_markers=DEFAULT_STOP_MARKERS,
+        eos_is_stop: bool = True,
+        span: str = "marker",
     ):
         self.resample_markers = tuple(m for m in resample_markers if m.strip())
         self.stop_markers = tuple(m for m in stop_markers if m.strip())
         if not self.resample_markers:
             raise TaggerError("at least one resample marker is needed")
-        self.eos_is_stop = eos_is_stop
+        if span not in SPANS:
+            raise TaggerError(f"span must be one of {SPANS}, got {span!r}")
+        self.eos_is_stop, self.span = eos_is_stop, span
+
+    @staticmethod
+    def _sentence_end(text: str, c1: int) -> int:
+        """The end of the sentence a marker ending at c1 starts: just after the next . ! ? (the
+        marker's own trailing punctuation included) or before the next line break."""
+        m = _SENTENCE_END.search(text, c1 - 1 if c1 and text[c1 - 1] in ".!?" else c1)
+        if m is None:
+            return len(text)
+        return m.start() if text[m.start()] == "\n" else m.end()
 
     def _pattern(self, markers) -> re.Pattern | None:
         if not markers:
@@ -150,15 +169,16 @@ class LexicalMarkerTagger:
         ids = list(token_ids)
         roles = ["prompt"] * prompt_len + ["sampling"] * (len(ids) - prompt_len)
         eos = getattr(tokenizer, "eos_token_id", None)
+        ends = end_of_turn_ids(tokenizer)
         odd = {getattr(tokenizer, a, None) for a in ("pad_token_id", "bos_token_id", "unk_token_id")}
         odd.discard(None)
-        odd.discard(eos)
+        odd -= ends
         n_vocab = len(tokenizer)
         unexpected = False
         # the first end-of-sequence ends the generation: later text is trailing, never a decision
-        first_eos = next((p for p in range(prompt_len, len(ids)) if ids[p] == eos), len(ids))
+        first_eos = next((p for p in range(prompt_len, len(ids)) if ids[p] in ends), len(ids))
         for pos in range(prompt_len, len(ids)):
-            if ids[pos] == eos:
+            if ids[pos] in ends:
                 roles[pos] = "other"
             elif ids[pos] in odd or not 0 <= ids[pos] < n_vocab:
                 roles[pos] = "other"
@@ -182,6 +202,18 @@ class LexicalMarkerTagger:
                     merged[-1][2] = STOP
             elif not merged or c0 >= merged[-1][1]:
                 merged.append([c0, c1, verdict])
+        if self.span == "sentence":
+            for m in merged:
+                m[1] = max(m[1], self._sentence_end(text, m[1]))
+            # a sentence that swallowed the next marker is one decision (STOP if either says so)
+            joined: list[list] = []
+            for m in merged:
+                if joined and m[0] < joined[-1][1]:
+                    joined[-1][1] = max(joined[-1][1], m[1])
+                    joined[-1][2] = STOP if STOP in (joined[-1][2], m[2]) else RESAMPLE
+                else:
+                    joined.append(m)
+            merged = joined
         decisions: list[tuple[int, int, str]] = []
         for c0, c1, verdict in merged:
             toks = [prompt_len + i for i, (s, e) in enumerate(spans) if s < c1 and e > c0 and e > s]

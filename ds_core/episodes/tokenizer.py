@@ -43,3 +43,23 @@ def decision_token_ids(tokenizer) -> dict[str, int] | None:
     if STOP_TOKEN in vocab and RESAMPLE_TOKEN in vocab:
         return {"STOP": vocab[STOP_TOKEN], "RESAMPLE": vocab[RESAMPLE_TOKEN]}
     return None
+
+
+# end-of-turn tokens of common chat templates (ChatML, Llama 3, Phi-3, Gemma, GPT-2 style)
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
+
+
+def end_of_turn_ids(tokenizer, generation_config=None) -> set[int]:
+    """Token ids that end a generation: eos, the generation config's eos ids (a list for chat
+    models), and the known end-of-turn tokens the tokenizer has as special tokens."""
+    ids: set[int] = set()
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is not None:
+        ids.add(int(eos))
+    gen = getattr(generation_config, "eos_token_id", None)
+    if gen is not None:
+        ids.update(int(x) for x in (gen if isinstance(gen, (list, tuple)) else [gen]))
+    special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and t in special)
+    return ids

@@ -1,1 +1,1 @@
-"""ds_core/models"""
+"""Stage 2: checkpoints (safetensors only), sampling settings, batched KV-cached rollout, teacher forcing."""

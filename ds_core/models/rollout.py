@@ -19,7 +19,7 @@ import torch
 
 from ds_core.episodes.episode import Episode
 from ds_core.episodes.tasks import Problem
-from ds_core.episodes.tokenizer import decision_token_ids
+from ds_core.episodes.tokenizer import decision_token_ids, end_of_turn_ids
 from ds_core.models.kvcache import GrowingCache
 from ds_core.models.locks import MODEL_LOCK
 from ds_core.models.model import context_length
@@ -120,14 +120,8 @@ def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed,
     device = next(model.parameters()).device
     dec = decision_token_ids(tokenizer) or {}
     stop_id, resample_id = dec.get("STOP"), dec.get("RESAMPLE")
-    eos_ids = set()
-    for attr in ("eos_token_id",):
-        v = getattr(tokenizer, attr, None)
-        if v is not None:
-            eos_ids.add(int(v))
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if gen_eos is not None:
-        eos_ids.update(int(x) for x in (gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]))
+    # eos, the generation config's eos ids and the chat template's end-of-turn tokens
+    eos_ids = end_of_turn_ids(tokenizer, getattr(model, "generation_config", None))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     n = len(prefixes)

@@ -1,1 +1,1 @@
-"""ds_core/training"""
+"""The shipped conditions: training recipes, the SFT and GRPO trainers, the stages that build checkpoints/."""

@@ -1,1 +1,1 @@
-"""ui/services"""
+"""Page services: core results turned into page-shaped frames, user limits and labels (no Streamlit, no torch)."""

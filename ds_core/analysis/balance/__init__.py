@@ -1,1 +1,1 @@
-"""ds_core/analysis/balance"""
+"""Real-model gradient balance: dataset-level ratio distributions, the length sweep, the shipped precompute."""

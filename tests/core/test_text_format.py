@@ -1,0 +1,129 @@
+"""The text format on chat models: prompting through the chat template, stopping at the end of the
+turn, answers read from natural-language attempts, decision spans that are the marker's sentence,
+`<think>` blocks; on a byte-level BPE tokenizer with a ChatML template built in code, and a tiny
+random Qwen2 (the shape of Qwen2.5-Instruct / SmolLM2)."""
+
+import pytest
+import torch
+
+from ds_core.episodes.episode import RESAMPLE, STOP
+from ds_core.episodes.formats import format_for
+from ds_core.episodes.roles import LexicalMarkerTagger, TaggerError
+from ds_core.episodes.tasks import Problem
+from ds_core.episodes.text_format import DEFAULT_READERS, TextFormat
+from ds_core.episodes.tokenizer import end_of_turn_ids
+from ds_core.models.model import init_model
+from ds_core.models.rollout import rollout
+from ds_core.models.sampling import SamplingConfig
+
+P = Problem(12, 34)
+
+
+def chat_episode(tok, fmt, generated: str, end: bool = True):
+    prompt = fmt.prompt_ids(tok, P)
+    ids = prompt + tok.encode(generated, add_special_tokens=False)
+    if end:
+        ids.append(tok.convert_tokens_to_ids("<|im_end|>"))
+    return fmt.parse(P, ids, len(prompt), tok)
+
+
+@pytest.mark.parametrize(
+    "text,answer",
+    [
+        ("12 * 34 = 408", 408),
+        ("so \\boxed{408} and later 400", 408),
+        ("The answer is 1,408. Then 7 more steps: 3", 1408),
+        ("408 is the final answer, not 12", 408),
+        ("12 x 34 = 400 + 8\nthat is 408 = 408", 408),
+        ("I get 410 then 408", 408),
+        ("<think>12*34 = 400 hmm 408</think>The answer is 408.", 408),
+        ("<think>12*34 = 408</think>so that is it", 408),
+        ("<think>no idea</think>The answer is 407", 407),
+    ],
+)
+def test_answers_are_read_in_reader_order(text, answer):
+    r = TextFormat().read_attempt(text, P)
+    assert (r.answer, r.malformed) == (answer, False)
+
+
+def test_reader_order_is_configurable():
+    text = "\\boxed{1} and the answer is 2, finally 3"
+    assert TextFormat().read_attempt(text, P).answer == 1
+    assert TextFormat(readers=("answer_is", "last_number")).read_attempt(text, P).answer == 2
+    assert TextFormat(readers=("last_number",)).read_attempt(text, P).answer == 3
+    assert TextFormat().read_attempt("no number", P).malformed
+    with pytest.raises(ValueError, match="readers"):
+        TextFormat(readers=("nope",))
+    with pytest.raises(ValueError, match="template"):
+        TextFormat(instruction="What is {x}?")
+    assert DEFAULT_READERS[0] == "boxed"
+
+
+def test_chat_prompts_go_through_the_template(chat_tokenizer, bpe_tokenizer):
+    fmt = format_for(chat_tokenizer)
+    assert isinstance(fmt, TextFormat) and fmt.chat and fmt.tagger.span == "sentence"
+    text = chat_tokenizer.decode(fmt.prompt_ids(chat_tokenizer, P))
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert "What is 12 times 34?" in text and "The answer is N" in text
+    custom = TextFormat.for_tokenizer(chat_tokenizer, system=None, instruction="{a}+{b}?")
+    assert (
+        chat_tokenizer.decode(custom.prompt_ids(chat_tokenizer, P))
+        == "<|im_start|>user\n12+34?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    plain = format_for(bpe_tokenizer)  # no chat template: the plain template, marker spans
+    assert not plain.chat and plain.tagger.span == "marker"
+    assert bpe_tokenizer.decode(plain.prompt_ids(bpe_tokenizer, P)) == "Question: What is 12 times 34? Answer:"
+
+
+def test_end_of_turn_is_stop(chat_tokenizer):
+    end = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert end in end_of_turn_ids(chat_tokenizer)
+    assert end_of_turn_ids(chat_tokenizer) >= {chat_tokenizer.eos_token_id, end}
+    ep = chat_episode(chat_tokenizer, format_for(chat_tokenizer), "12 times 34 is 408.")
+    assert [d.verdict for d in ep.decisions] == [STOP] and ep.correct and not ep.flags
+    assert ep.roles[-1] == "decision"
+
+
+def test_a_decision_is_the_markers_sentence(chat_tokenizer):
+    fmt = format_for(chat_tokenizer)
+    ep = chat_episode(chat_tokenizer, fmt, "12 times 34 is 418. Wait, let me recompute that. So it is 408.")
+    assert [d.verdict for d in ep.decisions] == [RESAMPLE, STOP]
+    span = chat_tokenizer.decode(ep.token_ids[ep.decisions[0].start : ep.decisions[0].end])
+    assert span.strip() == "Wait, let me recompute that."
+    assert [a.answer for a in ep.attempts] == [418, 408] and ep.correct
+    # marker spans (the plain default) keep only the marker phrase
+    plain = TextFormat(chat=True)
+    ep2 = chat_episode(chat_tokenizer, plain, "12 times 34 is 418. Wait, let me recompute that. So it is 408.")
+    assert chat_tokenizer.decode(ep2.token_ids[ep2.decisions[0].start : ep2.decisions[0].end]).strip() == (
+        "Wait, let me recompute"
+    )
+    with pytest.raises(TaggerError, match="span"):
+        LexicalMarkerTagger(span="paragraph")
+
+
+@pytest.mark.parametrize(
+    "generated,verdicts,answers",
+    [
+        ("Wait, 12 times 34. It is 408.", [RESAMPLE, STOP], [None, 408]),  # a marker at the start
+        ("It is 418, wait no.\nIt is 408.", [RESAMPLE, STOP], [418, 408]),  # mid-sentence, up to the line break
+        ("418. I made a mistake. Let me recompute. 408.", [RESAMPLE, STOP], [418, 408]),  # adjacent sentences
+        ("It is 408.", [STOP], [408]),  # no marker
+    ],
+)
+def test_segmentation_of_hand_written_traces(chat_tokenizer, generated, verdicts, answers):
+    ep = chat_episode(chat_tokenizer, format_for(chat_tokenizer), generated)
+    assert [d.verdict for d in ep.decisions] == verdicts
+    assert [a.answer for a in ep.attempts] == answers
+
+
+def test_rollout_stops_at_the_end_of_turn(chat_tokenizer):
+    """A tiny random Qwen2 with the chat tokenizer: generation ends at <|im_end|> (not only eos)."""
+    tok = chat_tokenizer
+    model = init_model(tok, "qwen2", hidden=32, layers=1, heads=2)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    with torch.no_grad():  # make <|im_end|> by far the likeliest next token
+        model.lm_head.weight[end] += 50 * model.lm_head.weight.abs().max()
+    fmt = format_for(tok)
+    ep = rollout(model, tok, fmt, [P], SamplingConfig(max_new_tokens=20), seed=0)[0]
+    assert ep.token_ids[-1] == end and len(ep.generated_ids) < 20
+    assert [d.verdict for d in ep.decisions] == [STOP]
