@@ -81,8 +81,16 @@ class EvalResult:
         }
 
 
-def run_key(ckpt_hash: str, task: str, n: int, cfg: SamplingConfig, seed: int) -> RunKey:
-    return RunKey(ckpt_hash, task, cfg.key(), seed, n)
+def format_key(fmt) -> dict | None:
+    """The format's own settings when not its default (EpisodeFormat.key), else None."""
+    key = getattr(fmt, "key", None)
+    return key() if callable(key) else None
+
+
+def run_key(ckpt_hash: str, task: str, n: int, cfg: SamplingConfig, seed: int, fmt_key: dict | None = None) -> RunKey:
+    """The store key of a run. `fmt_key`: the episode format's settings when they differ from the
+    checkpoint's default (a custom prompt samples different episodes); None keeps the plain key."""
+    return RunKey(ckpt_hash, task, cfg.key(), seed, n, {"format": fmt_key} if fmt_key else {})
 
 
 def evaluate(
@@ -104,7 +112,7 @@ def evaluate(
     plans = []
     for spec in sizes:
         task, problems = problems_for(spec, n, seed)
-        plans.append((spec, task, problems, run_key(ckpt.hash, task, n, cfg, seed)))
+        plans.append((spec, task, problems, run_key(ckpt.hash, task, n, cfg, seed, format_key(ckpt.format))))
     cached: dict[str, list[Episode]] = {}
     if store is not None and not recompute:
         for spec, _, _, key in plans:

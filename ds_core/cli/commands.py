@@ -20,6 +20,37 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def with_text_format(ckpt, args):
+    """`ckpt` with the --system-prompt / --instruction / --resample-markers / --answer-readers
+    settings applied to its text format (a ValueError for a DS-format checkpoint)."""
+    given = {k: getattr(args, k, None) for k in ("system_prompt", "instruction", "resample_markers", "answer_readers")}
+    if all(v is None for v in given.values()):
+        return ckpt
+    import dataclasses
+
+    from ds_core.episodes.roles import LexicalMarkerTagger
+    from ds_core.episodes.text_format import TextFormat
+
+    if not isinstance(ckpt.format, TextFormat):
+        raise ValueError(
+            "--system-prompt, --instruction, --resample-markers and --answer-readers apply to "
+            f"text-format checkpoints; {ckpt.path.name} uses DS-Lens' own format"
+        )
+    kw: dict = {}
+    if given["system_prompt"] is not None:
+        kw["system"] = given["system_prompt"] or None
+    if given["instruction"] is not None:
+        kw["instruction" if getattr(ckpt.format, "chat", False) else "template"] = given["instruction"]
+    if given["answer_readers"] is not None:
+        kw["readers"] = tuple(r.strip() for r in given["answer_readers"].split(",") if r.strip())
+    markers = given["resample_markers"]
+    if markers is not None:
+        kw["tagger"] = LexicalMarkerTagger(
+            resample_markers=[m.strip() for m in markers.split(",")], span=ckpt.format.tagger.span
+        )
+    return dataclasses.replace(ckpt, format=TextFormat.for_tokenizer(ckpt.tokenizer, **kw))
+
+
 def sampling_config(args) -> SamplingConfig:
     """The sampling settings of a command (the options added by ds_core.cli.main.sampling_args)."""
     return SamplingConfig(
@@ -44,7 +75,7 @@ def eval_cmd(args) -> int:
     if not 1 <= args.n <= 100_000:
         raise ValueError(f"--n must be in 1..100000, got {args.n}")
     cfg = sampling_config(args)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = with_text_format(load_checkpoint(args.checkpoint), args)
     store = None if args.no_store else ResultsStore(args.data_dir)
     bar = tqdm(total=0, desc="episodes", unit="ep", disable=args.quiet, file=sys.stderr)
 
@@ -152,7 +183,7 @@ def attribute_cmd(args) -> int:
         raise ValueError(f"--out {args.out}: the directory {Path(args.out).expanduser().parent} does not exist")
     cfg = sampling_config(args)
     set_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = with_text_format(load_checkpoint(args.checkpoint), args)
     ref = None
     if any(needs_ref(o) for o in objectives):
         ref, note = resolve_ref(ckpt, args.ref)

@@ -25,6 +25,15 @@ def sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256)
 
 
+def format_args(p: argparse.ArgumentParser) -> None:
+    """How a text-format checkpoint (any LM without DS-Lens' decision tokens) is prompted and read."""
+    g = p.add_argument_group("text-format checkpoints (chat and other natural-language models)")
+    g.add_argument("--system-prompt", default=None, help="the system prompt ('' for none)")
+    g.add_argument("--instruction", default=None, help="the user message (chat) or prompt: {a}, {b}, {word}, {op}")
+    g.add_argument("--resample-markers", default=None, help="comma-separated phrases that revise an attempt")
+    g.add_argument("--answer-readers", default=None, help="order of: boxed,answer_is,equals,last_number")
+
+
 def balance_args(p: argparse.ArgumentParser) -> None:
     """`balance precompute` and its options."""
     from ds_core.analysis.balance.dataset import DATASET_N, DATASET_SIZES
@@ -59,6 +68,7 @@ def main(argv=None) -> int:
     e.add_argument("--n", type=int, default=100, help="problems per size (default 100: the fixed test set)")
     e.add_argument("--seed", type=int, default=0)
     sampling_args(e)
+    format_args(e)
     e.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples (default 100)")
     e.add_argument("--data-dir", default=None, help="results store directory (default $DS_LENS_DATA or ./data)")
     e.add_argument("--no-store", action="store_true", help="do not read or write the results store")
@@ -107,6 +117,7 @@ def main(argv=None) -> int:
     a.add_argument("--jvp-method", choices=["auto", "forward", "double_backward"], default="auto")
     a.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation run")
     sampling_args(a)
+    format_args(a)
     a.add_argument("--data-dir", default=None, help="results store directory (default $DS_LENS_DATA or ./data)")
     a.add_argument("--recompute", action="store_true", help="attribute again even if the store has the result")
     a.add_argument("--out", default=None, help="write the per-episode table as CSV to this file")

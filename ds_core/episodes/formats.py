@@ -73,6 +73,8 @@ class EpisodeFormat(Protocol):
 
     def parse(self, problem, token_ids, prompt_len, tokenizer, **kw) -> Episode: ...
 
+    def key(self) -> dict | None: ...  # its settings when not the default (part of a run's key)
+
 
 _DS_ATTEMPT = re.compile(
     r"^(?:(?P<steps>\d:\d+(?:\+\d+)?(?:;\d:\d+(?:\+\d+)?)*))?=(?P<ans>\d+)"
@@ -138,6 +140,9 @@ class DSFormat:
                 else (steps[-1].partial if steps else problem.answer)
             )
         return f"{self.steps_text(problem, steps)}={rev(answer)}{self.check_text(problem, answer)}"
+
+    def key(self) -> dict | None:
+        return None  # one fixed format
 
     def verdict_token(self, stop: bool) -> str:
         return STOP_TOKEN if stop else RESAMPLE_TOKEN

@@ -83,6 +83,27 @@ class TextFormat:
             return cls(chat=True, **kw)
         return cls(**kw)
 
+    def settings(self) -> dict:
+        t = self.tagger
+        return {
+            "chat": self.chat,
+            "template": self.template,
+            "system": self.system,
+            "instruction": self.instruction,
+            "readers": list(self.readers),
+            "resample_markers": list(getattr(t, "resample_markers", ())),
+            "stop_markers": list(getattr(t, "stop_markers", ())),
+            "eos_is_stop": getattr(t, "eos_is_stop", None),
+            "span": getattr(t, "span", None),
+        }
+
+    def key(self) -> dict | None:
+        """The settings when they differ from the default text format of the same kind (plain or
+        chat), else None: a run with a custom prompt or markers is stored under its own key."""
+        default = TextFormat(tagger=LexicalMarkerTagger(span="sentence") if self.chat else None, chat=self.chat)
+        s = self.settings()
+        return None if s == default.settings() else s
+
     # --- writing ---
     @staticmethod
     def _fill(template: str, problem: Problem) -> str:

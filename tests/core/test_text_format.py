@@ -127,3 +127,35 @@ def test_rollout_stops_at_the_end_of_turn(chat_tokenizer):
     ep = rollout(model, tok, fmt, [P], SamplingConfig(max_new_tokens=20), seed=0)[0]
     assert ep.token_ids[-1] == end and len(ep.generated_ids) < 20
     assert [d.verdict for d in ep.decisions] == [STOP]
+
+
+def test_cli_prompt_options_key_their_own_runs(chat_tokenizer, tmp_path, capsys):
+    """`eval` with a custom instruction samples from that prompt and stores the run under its own
+    key; the defaults keep the plain key; a DS-format checkpoint refuses the options cleanly."""
+    from conftest import assert_clean_cli_error
+
+    from ds_core.cli import main
+    from ds_core.episodes.tokenizer import build_tokenizer
+    from ds_core.models.checkpoint import Card, save_checkpoint
+    from ds_core.store import ResultsStore
+
+    d = tmp_path / "chat"
+    save_checkpoint(d, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("chat"))
+    base = ["eval", "--checkpoint", str(d), "--sizes", "1x1", "--n", "2", "--max-new-tokens", "8", "--quiet"]
+    store_dir = tmp_path / "data"
+    assert main([*base, "--data-dir", str(store_dir)]) == 0
+    assert main([*base, "--data-dir", str(store_dir), "--instruction", "{a}+{b}?", "--system-prompt", ""]) == 0
+    runs = ResultsStore(store_dir).list_runs()
+    formats = sorted((r.key.extra.get("format") or {}).get("instruction", "default") for r in runs)
+    assert formats == ["default", "{a}+{b}?"]
+    custom = next(r for r in runs if r.key.extra.get("format"))
+    ep = ResultsStore(store_dir).load_episodes(custom.digest)[0]
+    prompt = chat_tokenizer.decode(ep.token_ids[: ep.prompt_len])
+    assert "<|im_start|>system" not in prompt and "?<|im_end|>" in prompt
+    capsys.readouterr()
+    ds = tmp_path / "ds"
+    tok = build_tokenizer()
+    save_checkpoint(ds, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card("ds"))
+    rc = main(["eval", "--checkpoint", str(ds), "--n", "1", "--sizes", "1x1", "--no-store", "--system-prompt", "x"])
+    out, err = capsys.readouterr()
+    assert_clean_cli_error(rc, out, err, "text-format")
