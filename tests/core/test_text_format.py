@@ -159,3 +159,65 @@ def test_cli_prompt_options_key_their_own_runs(chat_tokenizer, tmp_path, capsys)
     rc = main(["eval", "--checkpoint", str(ds), "--n", "1", "--sizes", "1x1", "--no-store", "--system-prompt", "x"])
     out, err = capsys.readouterr()
     assert_clean_cli_error(rc, out, err, "text-format")
+
+
+def test_explore_command_on_a_ds_and_a_chat_checkpoint(chat_tokenizer, tmp_path, capsys):
+    """`python -m ds_core explore`: the segmentation, roles and figures equal a direct rollout +
+    attribute on the same episode; it works on DS-Lens' format and on a chat model."""
+    import json
+
+    from ds_core.attribution.gradient import attribute
+    from ds_core.cli import main
+    from ds_core.episodes.tasks import parse_prompt
+    from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+    from ds_core.paths import SHIPPED_DIR
+
+    out = tmp_path / "rl.json"
+    assert (
+        main(
+            [
+                "explore",
+                "--checkpoint",
+                str(SHIPPED_DIR / "rl"),
+                "--prompt",
+                "123*45",
+                "--objectives",
+                "surrogate,sft_sum",
+                "--json",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    r = json.loads(out.read_text())
+    rl = load_checkpoint(SHIPPED_DIR / "rl")
+    ep = rollout(rl.model, rl.tokenizer, rl.format, [parse_prompt("123*45")], SamplingConfig(), seed=0)[0]
+    assert r["text"] == ep.text and [a["answer"] for a in r["attempts"]] == [a.answer for a in ep.attempts]
+    assert [d["verdict"] for d in r["decisions"]] == [d.verdict for d in ep.decisions]
+    assert len(r["tokens"]) == len(ep.token_ids) - ep.prompt_len
+    direct = attribute(rl, ep, "sft_sum", norms=False).figures
+    assert r["attribution"]["sft_sum"]["ratio_SD"] == pytest.approx(direct.ratio_SD, rel=1e-9)
+    assert set(r["timing"]) == {"rollout_s", "attribute_surrogate_s", "attribute_sft_sum_s"}
+    assert "decision after attempt 1" in capsys.readouterr().out
+    d = tmp_path / "chat"
+    save_checkpoint(d, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("chat"))
+    assert (
+        main(
+            [
+                "explore",
+                "--checkpoint",
+                str(d),
+                "--prompt",
+                "What is 12 plus 34?",
+                "--objectives",
+                "kl_k3,dft",
+                "--max-new-tokens",
+                "12",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "text format" in text and "kl_k3" in text and "skipped" in text
