@@ -15,7 +15,16 @@ import streamlit as st
 from ds_core.attribution.reference import reference_for
 from ds_core.episodes.tasks import EXAMPLE_PROMPTS, PROBLEM_SOURCES, TEST_SET_N, TEST_SET_SIZES, pick_problem
 from ui.charts.explorer import HEATMAP_METRICS, decision_sampling_figure, groups_heatmap, token_figure
-from ui.common import chart, checkpoint_choices, get_checkpoint, pick_checkpoint, sampling_inputs, table, user_errors
+from ui.common import (
+    chart,
+    checkpoint_choices,
+    get_checkpoint,
+    pick_checkpoint,
+    sampling_inputs,
+    table,
+    text_format_inputs,
+    user_errors,
+)
 from ui.services.episodes import verdicts_text
 from ui.services.explorer import (
     GROUP_SEED_OFFSET,
@@ -97,6 +106,7 @@ else:
 
 s1, s2, s3, s4 = st.columns(4)
 temperature, top_p, max_attempts, seed = sampling_inputs("ex", (s1, s2, s3, s4))
+fmt = text_format_inputs("ex")
 
 controls = None
 with user_errors("Cannot read the problem"):
@@ -107,6 +117,7 @@ with user_errors("Cannot read the problem"):
             "problem": (problem.a, problem.b, problem.op),
             "cfg": sampling_key(temperature, top_p, max_attempts),
             "seed": seed,
+            "fmt": fmt,
         }
 
 if st.button("Run episode", key="ex_run", type="primary", disabled=controls is None):
@@ -128,7 +139,7 @@ if controls is not None and controls != req:
 ep = ckpt = None
 with user_errors("Cannot run the episode"):
     ckpt = get_checkpoint(req["path"])
-    key = (req["path"], ckpt.hash, req["problem"], req["cfg"], req["seed"])
+    key = (req["path"], ckpt.hash, req["problem"], req["cfg"], req["seed"], req.get("fmt", ()))
     with st.spinner("Sampling the episode…"):
         ep = cached_episode(*key)
 if ep is None:

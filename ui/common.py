@@ -123,6 +123,33 @@ def sampling_inputs(prefix: str, columns) -> tuple[float, float, int, int]:
     return float(temperature), float(top_p), int(max_attempts), int(seed)
 
 
+def text_format_inputs(prefix: str) -> tuple:
+    """The prompt and marker settings of a text-format checkpoint (any LM without DS-Lens'
+    [STOP]/[RESAMPLE] tokens), in a collapsed expander. Returns the changed settings as sorted
+    (name, value) pairs for ds_core.episodes.text_format.customized; () when all are the defaults."""
+    from ds_core.episodes.roles import DEFAULT_RESAMPLE_MARKERS  # imports transformers: only on this page
+    from ds_core.episodes.text_format import SYSTEM_PROMPT, USER_TEMPLATE
+
+    defaults = {
+        "system": SYSTEM_PROMPT,
+        "instruction": USER_TEMPLATE,
+        "resample_markers": ", ".join(DEFAULT_RESAMPLE_MARKERS),
+    }
+    with st.expander("Prompt and markers (text-format checkpoints: chat and other natural-language models)"):
+        st.caption(
+            "Used only by checkpoints without [STOP]/[RESAMPLE] tokens. The instruction is the user message of a "
+            "chat model (or the whole prompt of a plain one): {a}, {b}, {word} and {op} are the problem."
+        )
+        got = {
+            "system": st.text_area("System prompt (empty: none)", defaults["system"], key=f"{prefix}_fmt_system"),
+            "instruction": st.text_input("Instruction", defaults["instruction"], key=f"{prefix}_fmt_instruction"),
+            "resample_markers": st.text_input(
+                "Resample markers (comma-separated)", defaults["resample_markers"], key=f"{prefix}_fmt_markers"
+            ),
+        }
+    return tuple(sorted((k, v) for k, v in got.items() if v != defaults[k]))
+
+
 # --- errors ------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def user_errors(what: str = ""):

@@ -22,33 +22,25 @@ def set_threads(threads: int) -> None:
 
 def with_text_format(ckpt, args):
     """`ckpt` with the --system-prompt / --instruction / --resample-markers / --answer-readers
-    settings applied to its text format (a ValueError for a DS-format checkpoint)."""
-    given = {k: getattr(args, k, None) for k in ("system_prompt", "instruction", "resample_markers", "answer_readers")}
+    settings applied to its text format (ds_core.episodes.text_format.customized)."""
+    given = {
+        "system": getattr(args, "system_prompt", None),
+        "instruction": getattr(args, "instruction", None),
+        "resample_markers": getattr(args, "resample_markers", None),
+        "readers": getattr(args, "answer_readers", None),
+    }
     if all(v is None for v in given.values()):
         return ckpt
     import dataclasses
 
-    from ds_core.episodes.roles import LexicalMarkerTagger
-    from ds_core.episodes.text_format import TextFormat
+    from ds_core.episodes.text_format import customized
 
-    if not isinstance(ckpt.format, TextFormat):
+    try:
+        return dataclasses.replace(ckpt, format=customized(ckpt.format, ckpt.tokenizer, **given))
+    except ValueError as e:
         raise ValueError(
-            "--system-prompt, --instruction, --resample-markers and --answer-readers apply to "
-            f"text-format checkpoints; {ckpt.path.name} uses DS-Lens' own format"
-        )
-    kw: dict = {}
-    if given["system_prompt"] is not None:
-        kw["system"] = given["system_prompt"] or None
-    if given["instruction"] is not None:
-        kw["instruction" if getattr(ckpt.format, "chat", False) else "template"] = given["instruction"]
-    if given["answer_readers"] is not None:
-        kw["readers"] = tuple(r.strip() for r in given["answer_readers"].split(",") if r.strip())
-    markers = given["resample_markers"]
-    if markers is not None:
-        kw["tagger"] = LexicalMarkerTagger(
-            resample_markers=[m.strip() for m in markers.split(",")], span=ckpt.format.tagger.span
-        )
-    return dataclasses.replace(ckpt, format=TextFormat.for_tokenizer(ckpt.tokenizer, **kw))
+            f"{ckpt.path.name}: {e} (--system-prompt, --instruction, --resample-markers, --answer-readers)"
+        ) from None
 
 
 def sampling_config(args) -> SamplingConfig:

@@ -14,6 +14,7 @@ import re
 from ds_core.episodes.episode import AttemptReading, Episode, parse_episode
 from ds_core.episodes.roles import LexicalMarkerTagger
 from ds_core.episodes.tasks import Problem
+from ds_core.errors import UserError
 
 PLAIN_TEMPLATE = "Question: What is {a} {word} {b}? Answer:"
 SYSTEM_PROMPT = (
@@ -33,6 +34,10 @@ ANSWER_READERS = {  # name -> the pattern whose LAST match is the answer
 }
 DEFAULT_READERS = ("boxed", "answer_is", "equals", "last_number")
 THINK_END = "</think>"
+
+
+class FormatError(UserError, ValueError):
+    """Text-format settings that cannot be used (an unknown reader, a broken template, a DS checkpoint)."""
 
 
 def _number(text: str) -> tuple[int | None, bool]:
@@ -65,12 +70,14 @@ class TextFormat:
     ):
         unknown = [r for r in readers if r not in ANSWER_READERS]
         if unknown or not readers:
-            raise ValueError(f"unknown answer readers {unknown}; choose from {', '.join(ANSWER_READERS)}")
+            raise FormatError(f"unknown answer readers {unknown}; choose from {', '.join(ANSWER_READERS)}")
         for name, t in (("template", template), ("instruction", instruction)):
             try:
                 t.format(a=1, b=2, word="times", op="*")
             except (KeyError, IndexError, ValueError) as e:
-                raise ValueError(f"the {name} {t!r} is not a template of {{a}}, {{b}}, {{word}}, {{op}}: {e}") from None
+                raise FormatError(
+                    f"the {name} {t!r} is not a template of {{a}}, {{b}}, {{word}}, {{op}}: {e}"
+                ) from None
         self.tagger = tagger or LexicalMarkerTagger()
         self.template, self.chat, self.system, self.instruction = template, chat, system, instruction
         self.readers = tuple(readers)
@@ -156,3 +163,29 @@ class TextFormat:
 
     def parse(self, problem, token_ids, prompt_len, tokenizer, **kw) -> Episode:
         return parse_episode(problem, token_ids, prompt_len, tokenizer, self, **kw)
+
+
+def customized(fmt, tokenizer, *, system=None, instruction=None, resample_markers=None, readers=None) -> TextFormat:
+    """`fmt` (a TextFormat) with the given settings replaced; None keeps a setting. `system=""`
+    drops the system prompt; `instruction` is the user message (chat) or the plain template.
+    ValueError for a format that is not a TextFormat or a bad setting."""
+    if not isinstance(fmt, TextFormat):
+        raise ValueError(
+            "prompt and marker settings apply to text-format checkpoints; this one uses DS-Lens' own format"
+        )
+    kw: dict = {"system": fmt.system, "readers": fmt.readers}
+    kw["instruction" if fmt.chat else "template"] = fmt.instruction if fmt.chat else fmt.template
+    if system is not None:
+        kw["system"] = system or None
+    if instruction is not None:
+        kw["instruction" if fmt.chat else "template"] = instruction
+    if readers is not None:
+        kw["readers"] = tuple(
+            r.strip() for r in (readers.split(",") if isinstance(readers, str) else readers) if r.strip()
+        )
+    t = fmt.tagger
+    markers = t.resample_markers if resample_markers is None else resample_markers
+    if isinstance(markers, str):
+        markers = [m.strip() for m in markers.split(",")]
+    kw["tagger"] = LexicalMarkerTagger(markers, t.stop_markers, t.eos_is_stop, t.span)
+    return TextFormat.for_tokenizer(tokenizer, **kw) if fmt.chat else TextFormat(**kw)

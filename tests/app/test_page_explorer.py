@@ -204,3 +204,34 @@ def test_a_model_without_decision_tokens(data_dir, tmp_path, bpe_tokenizer):
     assert "No decision token in this episode" in _texts(at, "info")
     assert _texts(at, "caption").count("the episode has no decision tokens") == 1
     assert [b.key for b in at.button] == ["ex_run"]
+
+
+def test_prompt_settings_on_a_chat_model(data_dir, tmp_path, chat_tokenizer):
+    """A chat-template model samples from the edited instruction (the run is keyed by it); a DS
+    checkpoint with edited prompt settings gets a one-line message."""
+    from ds_core.models.checkpoint import Card, save_checkpoint
+    from ds_core.models.model import init_model
+
+    ck = tmp_path / "chat"
+    save_checkpoint(ck, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("chat"))
+    at = _page()
+    at.session_state["user_checkpoints"] = [str(ck)]
+    at.run()
+    at.selectbox(key="ex_ckpt").select("chat").run()
+    at.number_input(key="ex_attempts").set_value(1).run()
+    at.text_input(key="ex_fmt_instruction").input("Compute {a} {word} {b}.").run()
+    _run(at)
+    assert not at.exception and not at.error
+    assert at.subheader[0].value.endswith("chat")
+    at.selectbox(key="ex_ckpt").select("rl").run()
+    _run(at)
+    assert any("text-format checkpoints" in e.value for e in at.error)
+    # the page's checkpoint for those settings prompts with the edited instruction
+    from ds_core.episodes.tasks import Problem
+    from ds_core.models.checkpoint import content_hash
+    from ui.views.explorer_work import checkpoint_of
+
+    fmt = (("instruction", "Compute {a} {word} {b}."),)
+    edited = checkpoint_of(str(ck), content_hash(ck), fmt)
+    prompt = chat_tokenizer.decode(edited.format.prompt_ids(chat_tokenizer, Problem(12, 34)))
+    assert "<|im_start|>user\nCompute 12 times 34.<|im_end|>" in prompt

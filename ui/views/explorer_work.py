@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
 import streamlit as st
 
 from ds_core.episodes.tasks import Problem
+from ds_core.episodes.text_format import customized
 from ds_core.store import StoreError
 from ui.common import get_checkpoint, results_store
 from ui.services.explorer import (
@@ -26,19 +28,23 @@ def problem_of(p: tuple) -> Problem:
     return Problem(p[0], p[1], p[2])
 
 
-def checkpoint_of(path: str, digest: str):
-    return get_checkpoint(path)
+def checkpoint_of(path: str, digest: str, fmt: tuple = ()):
+    """The cached checkpoint, with the page's text-format settings (name, value pairs) applied."""
+    ck = get_checkpoint(path)
+    if not fmt:
+        return ck
+    return dataclasses.replace(ck, format=customized(ck.format, ck.tokenizer, **dict(fmt)))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_episode(path: str, digest: str, problem: tuple, cfg: tuple, seed: int):
-    return run_episode(checkpoint_of(path, digest), problem_of(problem), sampling_config(*cfg), seed)
+def cached_episode(path: str, digest: str, problem: tuple, cfg: tuple, seed: int, fmt: tuple):
+    return run_episode(checkpoint_of(path, digest, fmt), problem_of(problem), sampling_config(*cfg), seed)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_advantage(path: str, digest: str, problem: tuple, cfg: tuple, seed: int, n: int) -> float:
-    ep = cached_episode(path, digest, problem, cfg, seed)
-    return group_advantage(checkpoint_of(path, digest), ep, sampling_config(*cfg), n, seed)
+def cached_advantage(path: str, digest: str, problem: tuple, cfg: tuple, seed: int, fmt: tuple, n: int) -> float:
+    ep = cached_episode(path, digest, problem, cfg, seed, fmt)
+    return group_advantage(checkpoint_of(path, digest, fmt), ep, sampling_config(*cfg), n, seed)
 
 
 def store_or_none():
@@ -55,16 +61,17 @@ def cached_attributions(
     problem: tuple,
     cfg: tuple,
     seed: int,
+    fmt: tuple,
     objectives: tuple,
     advantage: float | None,
     ref_path: str | None,
     ref_digest: str | None,
     norms: bool,
 ):
-    ep = cached_episode(path, digest, problem, cfg, seed)
+    ep = cached_episode(path, digest, problem, cfg, seed, fmt)
     ref = get_checkpoint(ref_path) if ref_path else None
     return attribute_objectives(
-        checkpoint_of(path, digest),
+        checkpoint_of(path, digest, fmt),
         ep,
         objectives,
         advantage=advantage,
@@ -76,16 +83,27 @@ def cached_attributions(
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def cached_input_attribution(
-    path: str, digest: str, problem: tuple, cfg: tuple, seed: int, position: int, method: str, target: str, n_steps: int
+    path: str,
+    digest: str,
+    problem: tuple,
+    cfg: tuple,
+    seed: int,
+    fmt: tuple,
+    position: int,
+    method: str,
+    target: str,
+    n_steps: int,
 ):
-    ep = cached_episode(path, digest, problem, cfg, seed)
-    return decision_input_attribution(checkpoint_of(path, digest), ep, position, method, target, n_steps)
+    ep = cached_episode(path, digest, problem, cfg, seed, fmt)
+    return decision_input_attribution(checkpoint_of(path, digest, fmt), ep, position, method, target, n_steps)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_counterfactual(path: str, digest: str, problem: tuple, cfg: tuple, seed: int, decision_index: int):
-    ep = cached_episode(path, digest, problem, cfg, seed)
-    return counterfactual(checkpoint_of(path, digest), ep, decision_index, sampling_config(*cfg), seed)
+def cached_counterfactual(
+    path: str, digest: str, problem: tuple, cfg: tuple, seed: int, fmt: tuple, decision_index: int
+):
+    ep = cached_episode(path, digest, problem, cfg, seed, fmt)
+    return counterfactual(checkpoint_of(path, digest, fmt), ep, decision_index, sampling_config(*cfg), seed)
 
 
 @st.cache_resource(show_spinner=False)
