@@ -31,12 +31,10 @@ def with_text_format(ckpt, args):
     }
     if all(v is None for v in given.values()):
         return ckpt
-    import dataclasses
-
-    from ds_core.episodes.text_format import customized
+    from ds_core.episodes.text_format import with_text_settings
 
     try:
-        return dataclasses.replace(ckpt, format=customized(ckpt.format, ckpt.tokenizer, **given))
+        return with_text_settings(ckpt, **given)
     except ValueError as e:
         raise ValueError(
             f"{ckpt.path.name}: {e} (--system-prompt, --instruction, --resample-markers, --answer-readers)"

@@ -189,3 +189,11 @@ def customized(fmt, tokenizer, *, system=None, instruction=None, resample_marker
         markers = [m.strip() for m in markers.split(",")]
     kw["tagger"] = LexicalMarkerTagger(markers, t.stop_markers, t.eos_is_stop, t.span)
     return TextFormat.for_tokenizer(tokenizer, **kw) if fmt.chat else TextFormat(**kw)
+
+
+def with_text_settings(ckpt, **settings):
+    """A copy of a loaded checkpoint (sharing its model) whose text format has `settings`
+    (customized's keywords) applied."""
+    import dataclasses
+
+    return dataclasses.replace(ckpt, format=customized(ckpt.format, ckpt.tokenizer, **settings))

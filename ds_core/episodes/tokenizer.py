@@ -59,7 +59,8 @@ def end_of_turn_ids(tokenizer, generation_config=None) -> set[int]:
     gen = getattr(generation_config, "eos_token_id", None)
     if gen is not None:
         ids.update(int(x) for x in (gen if isinstance(gen, (list, tuple)) else [gen]))
+    # special tokens only, looked up one by one: get_vocab() builds the whole vocabulary (~37 ms
+    # for a 49k one) and this runs for every parsed episode
     special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and t in special)
+    ids.update(int(tokenizer.convert_tokens_to_ids(t)) for t in END_OF_TURN_TOKENS if t in special)
     return ids

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 
 import streamlit as st
 
 from ds_core.episodes.tasks import Problem
-from ds_core.episodes.text_format import customized
+from ds_core.episodes.text_format import with_text_settings
 from ds_core.store import StoreError
 from ui.common import get_checkpoint, results_store
 from ui.services.explorer import (
@@ -33,7 +32,7 @@ def checkpoint_of(path: str, digest: str, fmt: tuple = ()):
     ck = get_checkpoint(path)
     if not fmt:
         return ck
-    return dataclasses.replace(ck, format=customized(ck.format, ck.tokenizer, **dict(fmt)))
+    return with_text_settings(ck, **dict(fmt))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
