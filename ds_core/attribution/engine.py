@@ -168,6 +168,7 @@ class Engine:
         self.T = len(ids)
         self.roles = roles
         self.gen = gen
+        self.first = min(gen)  # terms live at generated positions only: no logits before them
         mask = torch.zeros(1, self.T, dtype=torch.float32, device=self.device)
         mask[0, gen] = 1.0
         self.mask = mask
@@ -179,7 +180,7 @@ class Engine:
         self.ref_logp = None
         if "ref_logp" in self.obj.needs:
             with torch.no_grad(), autodiff_attention(ref_model):
-                self.ref_logp = token_logprobs(ref_model, self.ids).detach()
+                self.ref_logp = token_logprobs(ref_model, self.ids, first=min(gen)).detach()
             check_finite(self.ref_logp, "ref_model's log-probabilities")
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.primals = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -191,7 +192,7 @@ class Engine:
         def call(**kw):
             return functional_call(model, params, (), {**kw, "use_cache": False})
 
-        logp = token_logprobs(call, self.ids)
+        logp = token_logprobs(call, self.ids, first=self.first)
         out = self.obj.terms(
             logp, self.mask, old_logp=logp.detach(), ref_logp=self.ref_logp, advantages=self.adv, clip_eps=self.clip_eps
         )
@@ -221,9 +222,14 @@ class Engine:
         return w
 
     # -- <grad l_t, v> for all t ------------------------------------------------------------
-    def products_forward(self, tangents) -> tuple[torch.Tensor, str]:
+    def products_forward(self, tangents, batched: bool | None = None) -> tuple[torch.Tensor, str]:
+        """<grad l_t, v> for all t and each tangent v, by forward-mode JVP. `batched` (default: off
+        the CPU) vmaps the tangents over one primal pass; on CPU one dual pass per tangent is
+        faster (measured on SmolLM2-135M: 3.8 s vs 5.8 s for two tangents)."""
         tans = [dict(zip(self.names, t)) for t in tangents]
-        if len(tans) > 1:
+        if batched is None:
+            batched = self.device.type != "cpu"
+        if batched and len(tans) > 1:
             try:
                 stacked = {n: torch.stack([t[n] for t in tans]) for n in self.names}
                 out = vmap(lambda tg: jvp(self.terms, (self.primals,), (tg,))[1])(stacked)

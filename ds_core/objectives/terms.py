@@ -35,7 +35,12 @@ def _apply(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- log-probabilities
 def token_logprobs(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    *,
+    first: int = 1,
 ) -> torch.Tensor:
     """logp [B, T] of each token given its prefix, from a transformers causal LM.
 
@@ -43,16 +48,32 @@ def token_logprobs(
     cumsum(mask) - 1 clamped at 0, so a left-padded row sees the same positions as unpadded, and
     logp is 0 on padding and on each row's first real token (it has no real prefix to predict
     it from). Computed in float32 (log_softmax + gather); differentiable.
+
+    `first` > 1: only positions >= first are scored (logp 0 before): the model is asked for the
+    logits of the last T - first + 1 positions only (transformers' `logits_to_keep`), which skips
+    the vocabulary projection over a prompt whose tokens carry no objective term.
     """
     _check_2d("input_ids", input_ids)
     if attention_mask is not None:
         _check_2d("attention_mask", attention_mask, input_ids)
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    T = input_ids.shape[1]
+    first = max(1, min(int(first), T))
+    kw = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+    logits = None
+    if first > 1:
+        try:
+            logits = model(**kw, logits_to_keep=T - first + 1).logits
+        except TypeError:  # a model without logits_to_keep: all positions, sliced below
+            logits = None
+        if logits is not None and logits.shape[1] != T - first + 1:
+            logits = logits[:, -(T - first + 1) :]
+    if logits is None:
+        logits = model(**kw).logits[:, first - 1 :]
     lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    lp = lp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    logp = torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
+    lp = lp.gather(-1, input_ids[:, first:].unsqueeze(-1)).squeeze(-1)
+    logp = torch.cat([torch.zeros_like(input_ids[:, :first], dtype=lp.dtype), lp], dim=1)
     if attention_mask is not None:
         am = attention_mask.bool()
         has_prefix = torch.zeros_like(am)

@@ -377,3 +377,20 @@ def test_token_logprobs_matches_naive_loop_and_left_padding(tok, arch):
     lp = token_logprobs(m, batch, attention_mask=am)
     sft_terms(lp, am).sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_token_logprobs_from_a_first_position_equals_the_full_pass(tok, arch):
+    """`first=k` asks the model for the last T-k+1 positions' logits only: the log-probs from k on
+    are those of the full pass, the ones before are 0; a model without logits_to_keep gives the same."""
+    from ds_core.models.model import init_model
+
+    m = init_model(tok, arch, hidden=32, layers=2, heads=2)
+    ids = torch.randint(6, len(tok), (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = token_logprobs(m, ids)
+        for k in (1, 2, 5, 8):
+            part = token_logprobs(m, ids, first=k)
+            assert torch.allclose(part[:, k:], full[:, k:], atol=1e-6) and (part[:, :k] == 0).all()
+        plain = token_logprobs(lambda **kw: m(**{a: b for a, b in kw.items() if a != "logits_to_keep"}), ids, first=5)
+    assert torch.allclose(plain[:, 5:], full[:, 5:], atol=1e-6)
