@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from ds_core.attribution.reference import reference_for
+from ds_core.attribution.selection import SPEC_HELP
 from ds_core.episodes.tasks import EXAMPLE_PROMPTS, PROBLEM_SOURCES, TEST_SET_N, TEST_SET_SIZES, pick_problem
 from ui.charts.explorer import HEATMAP_METRICS, decision_sampling_figure, groups_heatmap, token_figure
 from ui.common import (
@@ -38,6 +39,7 @@ from ui.services.explorer import (
     episode_summary,
     figures_frame,
     groups_frame,
+    parameter_scope,
     sampling_key,
     shading_scale,
     skipped_lines,
@@ -231,6 +233,20 @@ with user_errors("Cannot compute the GRPO advantage"):
     else:
         advantage = adv_value
 
+with st.expander("Parameters the gradient covers", expanded=False):
+    spec_text = st.text_input(
+        "Parameters",
+        value="all",
+        key="ex_params",
+        help="for models too big to differentiate whole, restrict the attribution to parameter groups "
+        "(the rest held fixed): " + SPEC_HELP,
+    )
+params_spec, params_line = "all", None
+with user_errors("Cannot read the parameter spec"):
+    params_spec, params_line = parameter_scope(ckpt, spec_text)
+if params_line is None:
+    st.stop()
+
 ref_ckpt_path = ref_digest = None
 with user_errors("Cannot load the KL reference"):
     if ref_label != NO_REF:
@@ -240,10 +256,10 @@ with user_errors("Cannot load the KL reference"):
 atts = None
 with user_errors("Cannot attribute the episode"):
     with st.spinner("Attributing the gradient of each objective…"):
-        atts = cached_attributions(*key, OBJECTIVE_NAMES, advantage, ref_ckpt_path, ref_digest, False)
+        atts = cached_attributions(*key, OBJECTIVE_NAMES, advantage, ref_ckpt_path, ref_digest, False, params_spec)
         shown = atts
         if view == "norm" and objective in atts.results:
-            shown = cached_attributions(*key, (objective,), advantage, ref_ckpt_path, ref_digest, True)
+            shown = cached_attributions(*key, (objective,), advantage, ref_ckpt_path, ref_digest, True, params_spec)
 
 decisions = decision_choices(ep)
 picked = None
@@ -253,6 +269,7 @@ if decisions:
         picked = decisions[0][0]
 
 if atts is not None:
+    st.caption(f"Every figure below covers {params_line}.")
     if atts.skipped:
         st.caption("Not attributed — " + " · ".join(skipped_lines(atts)))
     if not decisions:

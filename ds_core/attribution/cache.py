@@ -11,6 +11,7 @@ import math
 from ds_core.attribution.engine import JVP_METHODS, NORMS_METHODS, AttributionError
 from ds_core.attribution.gradient import attribute
 from ds_core.attribution.result import RESULT_VERSION, AttributionResult
+from ds_core.attribution.selection import ALL, normalise
 from ds_core.objectives import OBJECTIVES
 
 CACHE_KIND = "attribution"
@@ -46,6 +47,7 @@ def cache_key(
     chunk_size: int = 64,
     model_hash: str | None = None,
     ref_hash: str | None = None,
+    parameters: str = "all",
 ) -> dict:
     """The blob-cache key of one attribution (module docstring). Raises AttributionError for an
     objective's missing input (an advantage, a reference) before anything is computed."""
@@ -64,6 +66,8 @@ def cache_key(
         if ref_model is None:
             raise AttributionError(f"objective {objective!r} needs ref_model (the reference checkpoint)")
         params["ref"] = _hash_of(ref_model, ref_hash, "reference checkpoint")
+    if normalise(parameters) != ALL:  # the default stays out of the key: earlier entries still match
+        params["parameters"] = normalise(parameters)
     return {
         "version": RESULT_VERSION,
         "checkpoint": _hash_of(ckpt, model_hash, "checkpoint"),

@@ -155,12 +155,14 @@ def attribute_dataset(
     jvp_method: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     recompute: bool = False,
+    parameters: str = "all",
 ) -> DatasetAttribution:
     """Attribute every episode under every objective; return the per-episode frame and summary.
 
     `episodes`: a list of Episodes, a stored run (RunKey or digest, read from `store`), or a dict
     {size label: either of those}. Sizes come from the dict's keys, a run's task spec, or else
-    each episode's problem. `store` also caches every result (cached_attribute). `ref`: the KL
+    each episode's problem. `store` also caches every result (cached_attribute). `parameters`:
+    the parameter spec every attribution covers (ds_core.attribution.selection). `ref`: the KL
     reference (Checkpoint or directory; default the checkpoint's parent, see resolve_ref).
     `advantage`: one value for every episode, default +advantage_correct / advantage_wrong by the
     episode's final correctness. `progress(done, total)` counts (episode, objective) pairs,
@@ -210,7 +212,7 @@ def attribute_dataset(
         for o in objectives:
             if o in todo:
                 needs = objective_needs(o)
-                kw = {"clip_eps": clip_eps, "norms": norms, "jvp_method": jvp_method}
+                kw = {"clip_eps": clip_eps, "norms": norms, "jvp_method": jvp_method, "parameters": parameters}
                 if "advantages" in needs:
                     kw["advantage"] = adv
                 if "ref_logp" in needs:

@@ -13,6 +13,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call, jvp, vmap
 
+from ds_core.attribution.selection import select
 from ds_core.errors import UserError
 from ds_core.models.locks import MODEL_LOCK
 from ds_core.models.model import context_length
@@ -150,7 +151,9 @@ def check_finite(x: torch.Tensor, what: str):
 class Engine:
     """Holds one episode's setup: ids, mask, the per-token term function of the parameters."""
 
-    def __init__(self, model, episode, objective, *, advantage, ref_model, clip_eps, tokenizer, ref_tokenizer):
+    def __init__(
+        self, model, episode, objective, *, advantage, ref_model, clip_eps, tokenizer, ref_tokenizer, parameters="all"
+    ):
         self.model = model
         self.obj = _objective(objective)
         ids, roles, gen = _check_episode(model, episode)
@@ -182,12 +185,18 @@ class Engine:
             with torch.no_grad(), autodiff_attention(ref_model):
                 self.ref_logp = token_logprobs(ref_model, self.ids, first=min(gen)).detach()
             check_finite(self.ref_logp, "ref_model's log-probabilities")
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.primals = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        # the attributed parameters (ds_core.attribution.selection); the rest enter every pass as
+        # constants, so no gradient or tangent is formed for them
+        self.names = select(model, parameters)
+        self.fixed = {n: p.detach() for n, p in model.named_parameters()}
+        self.primals = {n: self.fixed[n] for n in self.names}
 
     def terms(self, params) -> torch.Tensor:
         """l_t for every position t of the episode ([T], 0 off the mask), as a function of params."""
         model = self.model
+
+        if len(params) < len(self.fixed):
+            params = {**self.fixed, **params}
 
         def call(**kw):
             return functional_call(model, params, (), {**kw, "use_cache": False})

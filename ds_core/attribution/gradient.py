@@ -24,6 +24,7 @@ from ds_core.attribution.engine import (
 )
 from ds_core.attribution.groups import head_is_tied, parameter_groups
 from ds_core.attribution.result import AttributionResult, ComponentFigures
+from ds_core.attribution.selection import normalise
 from ds_core.objectives.terms import group_advantages
 
 __all__ = [
@@ -118,6 +119,7 @@ def attribute(
     ref_tokenizer=None,
     model_hash: str | None = None,
     ref_hash: str | None = None,
+    parameters: str = "all",
 ) -> AttributionResult:
     """Attribute `objective`'s gradient on `episode` to its tokens and components (module docstring).
 
@@ -127,7 +129,9 @@ def attribute(
     (forward-mode JVP), "double_backward", or "auto" (forward, falling back to double backward).
     `norms=False` skips the per-token gradient norms (the expensive part); `norms_method`:
     "batched" (is_grads_batched, `chunk_size` tokens at once), "loop", or "auto" (loop on CPU,
-    batched elsewhere). Raises AttributionError on input that cannot give a trustworthy number.
+    batched elsewhere). `parameters`: which parameters the gradient covers (a spec of
+    ds_core.attribution.selection: "all", "last:4", "head", "attn", ...); the rest are held fixed.
+    Raises AttributionError on input that cannot give a trustworthy number.
     """
     t_start = time.perf_counter()
     model, h, tok = unwrap_checkpoint(model)
@@ -153,6 +157,7 @@ def attribute(
             clip_eps=clip_eps,
             tokenizer=tokenizer,
             ref_tokenizer=ref_tokenizer,
+            parameters=parameters,
         )
         timing["setup"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -210,6 +215,7 @@ def attribute(
         "advantage": None if advantage is None else float(advantage),
         "clip_eps": float(clip_eps) if objective == "surrogate" else None,
         "ref_model": ref_hash if "ref_logp" in eng.obj.needs else None,
+        "parameters": normalise(parameters),
     }
     method = {
         "products": pmethod,
@@ -221,6 +227,7 @@ def attribute(
     info = {
         "arch": getattr(getattr(model, "config", None), "model_type", None),
         "n_params": fig.n_params,
+        "n_params_model": sum(p.numel() for p in eng.fixed.values()),
         "device": str(eng.device),
     }
     as_t = lambda x: tuple(float(v) for v in x.cpu())  # noqa: E731

@@ -201,6 +201,7 @@ def attribute_cmd(args) -> int:
         advantage_wrong=args.advantage_wrong,
         norms=args.norms,
         jvp_method=args.jvp_method,
+        parameters=args.params,
         progress=lambda done, total: progress(done, total, bar),
         recompute=args.recompute,
     )

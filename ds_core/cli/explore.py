@@ -15,10 +15,13 @@ from pathlib import Path
 from ds_core.store.jsonio import to_jsonable
 
 
-def explore(ckpt, problem, cfg, seed: int = 0, objectives=(), ref=None, norms: bool = False) -> dict:
+def explore(
+    ckpt, problem, cfg, seed: int = 0, objectives=(), ref=None, norms: bool = False, parameters: str = "all"
+) -> dict:
     """The episode and its attribution as one JSON-ready dict (see the module docstring)."""
     from ds_core.attribution.engine import AttributionError
     from ds_core.attribution.gradient import attribute
+    from ds_core.attribution.selection import describe_selection
     from ds_core.models.rollout import rollout
     from ds_core.objectives import OBJECTIVES, needs_ref
 
@@ -58,11 +61,12 @@ def explore(ckpt, problem, cfg, seed: int = 0, objectives=(), ref=None, norms: b
             for i, (r, s) in enumerate(zip(ep.roles, ep.segments))
             if i >= ep.prompt_len
         ],
+        "parameters": describe_selection(ckpt.model, parameters),
         "attribution": {},
         "skipped": {},
     }
     for o in objectives:
-        kw = {"norms": norms}
+        kw = {"norms": norms, "parameters": parameters}
         if "advantages" in OBJECTIVES[o].needs:
             kw["advantage"] = 1.0 if ep.correct else -1.0
         if needs_ref(o):
@@ -100,6 +104,8 @@ def print_report(r: dict, file=None) -> None:
     for t in r["tokens"]:
         roles[t["role"]] = roles.get(t["role"], 0) + 1
     p("generated tokens by role: " + ", ".join(f"{k} {v}" for k, v in roles.items()))
+    if r["attribution"]:
+        p(f"attribution over {r['parameters']}")
     for o, f in r["attribution"].items():
         norms = f"|G_S| {f['norm_G_S']:.4g}  |G_D| {f['norm_G_D']:.4g}"
         p(f"  {o:10s} {norms}  ratio {f['ratio_SD']:.4g}  share_D {f['share_D']:.4g}")
@@ -110,6 +116,7 @@ def print_report(r: dict, file=None) -> None:
 
 def explore_cmd(args) -> int:
     from ds_core.attribution.reference import resolve_ref
+    from ds_core.attribution.selection import describe_selection
     from ds_core.cli.commands import sampling_config, set_threads, with_text_format
     from ds_core.episodes.tasks import parse_prompt
     from ds_core.models.checkpoint import load_checkpoint
@@ -120,7 +127,17 @@ def explore_cmd(args) -> int:
     objectives = parse_objectives(args.objectives) if args.objectives != "none" else ()
     ckpt = with_text_format(load_checkpoint(args.checkpoint), args)
     ref = resolve_ref(ckpt, args.ref)[0] if any(needs_ref(o) for o in objectives) else None
-    r = explore(ckpt, problem, sampling_config(args), seed=args.seed, objectives=objectives, ref=ref, norms=args.norms)
+    describe_selection(ckpt.model, args.params)  # a bad spec fails before the rollout
+    r = explore(
+        ckpt,
+        problem,
+        sampling_config(args),
+        seed=args.seed,
+        objectives=objectives,
+        ref=ref,
+        norms=args.norms,
+        parameters=args.params,
+    )
     if args.json:
         Path(args.json).expanduser().write_text(json.dumps(r, indent=1, allow_nan=False) + "\n")
     print_report(r)

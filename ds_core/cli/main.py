@@ -35,6 +35,17 @@ def format_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--answer-readers", default=None, help="order of: boxed,answer_is,equals,last_number")
 
 
+def params_arg(p: argparse.ArgumentParser) -> None:
+    from ds_core.attribution.selection import SPEC_HELP
+
+    p.add_argument(
+        "--params",
+        default="all",
+        help="the parameters the attribution covers, the rest held fixed (for models too big to "
+        f"differentiate whole): {SPEC_HELP}",
+    )
+
+
 def balance_args(p: argparse.ArgumentParser) -> None:
     """`balance precompute` and its options."""
     from ds_core.analysis.balance.dataset import DATASET_N, DATASET_SIZES
@@ -116,6 +127,7 @@ def main(argv=None) -> int:
     )
     a.add_argument("--norms", action="store_true", help="also compute per-token gradient norms (slow)")
     a.add_argument("--jvp-method", choices=["auto", "forward", "double_backward"], default="auto")
+    params_arg(a)
     a.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation run")
     sampling_args(a)
     format_args(a)
@@ -131,6 +143,7 @@ def main(argv=None) -> int:
     x.add_argument("--objectives", default="sft_sum", help="comma-separated, or 'none' (default sft_sum)")
     x.add_argument("--ref", default=None, help="KL reference checkpoint (default: the card's parent)")
     x.add_argument("--norms", action="store_true", help="also per-token gradient norms (slow)")
+    params_arg(x)
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--json", default=None, help="also write everything as JSON to this file")
     x.add_argument("--threads", type=int, default=0)

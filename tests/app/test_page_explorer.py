@@ -235,3 +235,18 @@ def test_prompt_settings_on_a_chat_model(data_dir, tmp_path, chat_tokenizer):
     edited = checkpoint_of(str(ck), content_hash(ck), fmt)
     prompt = chat_tokenizer.decode(edited.format.prompt_ids(chat_tokenizer, Problem(12, 34)))
     assert "<|im_start|>user\nCompute 12 times 34.<|im_end|>" in prompt
+
+
+def test_attribution_restricted_to_parameter_groups(data_dir):
+    """The 'Parameters' spec restricts every figure to those parameters and says so; a spec that
+    selects nothing is a message and the page keeps the episode."""
+    at = _run(_page())
+    full = _texts(at, "caption")
+    assert "Every figure below covers all " in full
+    at.text_input(key="ex_params").input("last:1,head").run()
+    assert not at.exception and not at.error
+    caps = _texts(at, "caption")
+    assert "covers last:1,head: " in caps and "the rest held fixed" in caps
+    at.text_input(key="ex_params").input("layer.99.attn").run()
+    assert not at.exception and "selects nothing" in _texts(at, "error")
+    assert at.subheader[0].value.startswith("328 × 5189")

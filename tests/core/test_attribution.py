@@ -219,6 +219,48 @@ def test_chat_episode_equals_naive_loop(chat_tokenizer, arch, objective, adv):
         assert getattr(r.figures, k) == pytest.approx(fig[k], abs=1e-4), k
 
 
+@pytest.mark.parametrize("spec", ["last:1", "head", "attn", "layers:0-0.mlp,final_norm", "layer.1.attn"])
+def test_a_parameter_subset_is_the_naive_loop_on_its_columns(tok, ep, spec):
+    """attribute(parameters=spec) is the full per-token Jacobian restricted to the selected
+    parameters' columns: every figure and per-token number, and the per-group rows it reports."""
+    from ds_core.attribution.selection import describe_selection, select
+
+    model = model_of(tok, "llama")
+    terms, J, offsets = naive(model, ep, "sft_sum")
+    names = select(model, spec)
+    cols = torch.cat([torch.arange(*offsets[n]) for n in names])
+    fig, (GS, GD, G) = naive_figures(J, ep.roles, cols)
+    Jc = J[:, cols]
+    r = attribute(model, ep, "sft_sum", parameters=spec)
+    assert r.params["parameters"] == spec and r.figures.n_params == len(cols) < J.shape[1]
+    assert rel(r.share, Jc @ G / (G @ G)) < 1e-5 and rel(r.align_D, Jc @ GD / GD.norm()) < 1e-5
+    gen = [i for i, x in enumerate(ep.roles) if x != "prompt" and i > 0]
+    np.testing.assert_allclose(np.array(r.grad_norm)[gen], Jc.norm(dim=1)[gen].numpy(), rtol=1e-5)
+    for k in ("norm_G_S", "norm_G_D", "norm_G", "ratio_SD"):
+        assert getattr(r.figures, k) == pytest.approx(fig[k], rel=1e-5), k
+    assert sorted(n for g in r.groups for n in g.params) == sorted(names)
+    assert describe_selection(model, spec).startswith(f"{spec}: {len(cols):,} of {J.shape[1]:,} parameters")
+
+
+def test_bad_parameter_specs_say_what_is_wrong(tok, ep):
+    from ds_core.attribution.selection import SelectionError, normalise, select
+
+    model = model_of(tok, "llama")
+    assert (
+        normalise(" Last:1 , attn,attn ") == "last:1,attn" and normalise("") == "all" and normalise("head,all") == "all"
+    )
+    assert select(model, "last:99") == select(model, "attn,mlp")  # more layers than the model has: all of them
+    for spec, msg in [
+        ("last:0", "at least 1"),
+        ("layers:3-1", "low to high"),
+        ("lastk", "last:K"),
+        ("layer.7.attn", "layers 0..1"),
+        ("wte!", "cannot read"),
+    ]:
+        with pytest.raises(SelectionError, match=msg):
+            attribute(model, ep, "sft_sum", parameters=spec)
+
+
 # ------------------------------------------------------------------------- theory checks
 def test_surrogate_weights_every_token_by_the_advantage(tok, ep):
     """Theorem 3.1: on-policy, grad l_t = -A grad log p_t for every generated token, i.e. the

@@ -208,11 +208,13 @@ def attribute_objectives(
     store=None,
     norms_for=(),
     progress=None,
+    parameters: str = "all",
 ) -> Attributions:
     """attribute() each objective on `ep` (served from `store` when it holds the result). The
     surrogate needs `advantage`, the KL terms `ref` (a Checkpoint); an objective whose input is
     missing or whose gradient is zero/non-finite lands in `skipped` with the reason instead of
-    failing the others. `norms_for`: objectives that also get per-token gradient norms."""
+    failing the others. `norms_for`: objectives that also get per-token gradient norms;
+    `parameters`: the parameter spec every attribution covers (ds_core.attribution.selection)."""
     from ds_core.attribution.cache import cached_attribute
     from ds_core.attribution.gradient import AttributionError, attribute
     from ds_core.objectives import OBJECTIVES, needs_ref
@@ -222,7 +224,7 @@ def attribute_objectives(
     for i, o in enumerate(objectives):
         if o not in OBJECTIVES:
             raise ExplorerError(f"unknown objective {o!r}; valid: {', '.join(OBJECTIVES)}")
-        kw = {"norms": o in norms_for}
+        kw = {"norms": o in norms_for, "parameters": parameters}
         if "advantages" in OBJECTIVES[o].needs:
             if advantage is None or not math.isfinite(float(advantage)):
                 skipped[o] = "the surrogate needs a finite advantage"
@@ -243,6 +245,14 @@ def attribute_objectives(
         if progress:
             progress(i + 1, len(objectives))
     return Attributions(results, skipped, None if advantage is None else float(advantage))
+
+
+def parameter_scope(ckpt, spec: str) -> tuple[str, str]:
+    """(the canonical spec, one line saying which parameters a figure covers); a UserError that
+    says what is wrong for a spec that selects nothing."""
+    from ds_core.attribution.selection import describe_selection, normalise
+
+    return normalise(spec), describe_selection(ckpt.model, spec)
 
 
 def skipped_lines(atts: Attributions) -> list[str]:

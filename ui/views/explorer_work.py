@@ -66,6 +66,7 @@ def cached_attributions(
     ref_path: str | None,
     ref_digest: str | None,
     norms: bool,
+    parameters: str = "all",
 ):
     ep = cached_episode(path, digest, problem, cfg, seed, fmt)
     ref = get_checkpoint(ref_path) if ref_path else None
@@ -77,6 +78,7 @@ def cached_attributions(
         ref=ref,
         store=store_or_none(),
         norms_for=objectives if norms else (),
+        parameters=parameters,
     )
 
 
