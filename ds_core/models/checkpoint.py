@@ -228,11 +228,19 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_checkpoint(path: str | Path, *, attn_implementation: str | None = None) -> Checkpoint:
-    """Load a local HF causal-LM directory (safetensors only) with its tokenizer and card."""
+def load_checkpoint(
+    path: str | Path, *, attn_implementation: str | None = None, device: str | None = None, dtype: str | None = None
+) -> Checkpoint:
+    """Load a local HF causal-LM directory (safetensors only) with its tokenizer and card, on
+    `device` in `dtype` (ds_core.models.device: default $DS_LENS_DEVICE / $DS_LENS_DTYPE, else
+    auto: CUDA, MPS or the CPU; float32 on the CPU)."""
     from transformers import AutoModelForCausalLM
 
+    from ds_core.models.device import resolve_device, resolve_dtype
+
     path = Path(path).expanduser()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
     _check_dir(path)
     _check_weights(path)
     tokenizer = load_tokenizer(path)
@@ -245,6 +253,7 @@ def load_checkpoint(path: str | Path, *, attn_implementation: str | None = None)
                 trust_remote_code=False,
                 local_files_only=True,
                 output_loading_info=True,
+                dtype=dt,
                 **kw,
             )
     except Exception as e:
@@ -261,6 +270,10 @@ def load_checkpoint(path: str | Path, *, attn_implementation: str | None = None)
             f"tokenizer/model mismatch in {path}: the tokenizer has {len(tokenizer)} "
             f"tokens but the model's embedding has {rows} rows"
         )
+    if next(model.parameters()).dtype != dt:
+        model.to(dtype=dt)
+    if dev != "cpu":
+        model.to(dev)
     model.eval()
     card = read_card(path)
     return Checkpoint(path, model, tokenizer, card, content_hash(path), format_for(tokenizer))

@@ -90,8 +90,16 @@ def parse_size_list(text: str, max_sizes: int = MAX_SIZES) -> list[TaskSpec]:
 
 def run_key_for(ckpt_hash: str, spec: TaskSpec, settings: Settings) -> RunKey:
     """The store key ds_core.analysis.evaluate.evaluate uses for this cell."""
+    from ds_core.models.device import current_placement
+
+    place = current_placement()
     return RunKey(
-        ckpt_hash, task_name(spec, settings.n, settings.seed), settings.sampling_key(), settings.seed, settings.n
+        ckpt_hash,
+        task_name(spec, settings.n, settings.seed),
+        settings.sampling_key(),
+        settings.seed,
+        settings.n,
+        {"placement": place} if place else {},
     )
 
 
