@@ -322,19 +322,22 @@ def test_shipped_numbers_show_the_per_episode_identity(shipped):
         np.testing.assert_allclose(k1, w.loc[k1.index, "surrogate"], rtol=1e-3)
 
 
-def test_shipped_sweep_reproduces(shipped, shipped_rl):
-    """One row of the shipped sweep recomputed by this code (the file is this code's output)."""
+@pytest.mark.parametrize("objective,tol", [("sft_sum", 1e-4), ("kl_k3", 1e-2)])
+def test_shipped_sweep_reproduces(shipped, shipped_rl, objective, tol):
+    """One row of the shipped sweep recomputed by this code (the file is this code's output).
+    KL k3's ratio (~4e5) divides by a |G_D| that is nearly cancelled: it moved by 0.2% between two
+    x86 CPUs (BLAS summation order), so it is held to 1%, the well-conditioned SFT ratio to 1e-4."""
     row = (
         shipped.sweep[
             (shipped.sweep["checkpoint"] == "rl")
             & (shipped.sweep["size"] == "3x3")
-            & (shipped.sweep["objective"] == "kl_k3")
+            & (shipped.sweep["objective"] == objective)
         ]
         .sort_values("episode")
         .iloc[0]
     )
-    res = BS.model_length_sweep(shipped_rl, "3x3", per_size=1, objectives="kl_k3")
-    assert res.frame["ratio_SD"].iloc[0] == pytest.approx(row["ratio_SD"], rel=1e-4)
+    res = BS.model_length_sweep(shipped_rl, "3x3", per_size=1, objectives=objective)
+    assert res.frame["ratio_SD"].iloc[0] == pytest.approx(row["ratio_SD"], rel=tol)
     assert res.frame["n_sampling"].iloc[0] == row["n_sampling"]
 
 
