@@ -156,7 +156,7 @@ def test_token_table_and_views(episode, atts):
     tt = ex.token_table(episode, atts)
     assert len(tt) == len(episode.token_ids)
     for obj in ex.OBJECTIVE_NAMES:
-        assert tt[f"share[{obj}]"].sum() == pytest.approx(1.0, abs=1e-6)
+        assert tt[f"share[{obj}]"].sum() == pytest.approx(1.0, abs=1e-5)  # float32 JVP products
         assert (tt.loc[tt["role"] == "prompt", f"share[{obj}]"] == 0).all()
         assert tt[f"grad_norm[{obj}]"].isna().all()  # norms=False
     vf = ex.view_frame(episode, atts, "kl_k3", "alignment with G_D")
