@@ -39,8 +39,10 @@ from ui.services.explorer import (
     episode_summary,
     figures_frame,
     groups_frame,
+    has_decision_tokens,
     parameter_scope,
     sampling_key,
+    segmentation_frame,
     shading_scale,
     skipped_lines,
     token_table,
@@ -158,7 +160,16 @@ m5.metric("Generated tokens", summ["tokens"])
 st.caption(f"Verdicts: {verdicts_text(ep)}")
 if ep.flags:
     st.warning(f"Flags: {summ['flags']} (README, 'Parsing').")
-with st.expander("Attempts", expanded=False):
+text_model = not has_decision_tokens(ckpt)
+with st.expander("Segmentation: attempts, decision spans, the answer read from each attempt", expanded=text_model):
+    if text_model:
+        st.caption(
+            "This model writes no [STOP]/[RESAMPLE] tokens: a decision is a sentence holding one of the "
+            "resample markers (a revision) or the end of the turn (a stop); an attempt is the text between "
+            "decisions, its answer read by the answer readers. A wrong split? Edit the markers or readers "
+            "under **Prompt and markers** and press **Run episode**."
+        )
+    table(segmentation_frame(ep, ckpt.tokenizer), "segmentation", key="ex_dl_segmentation")
     table(attempts_frame(ep), "attempts", key="ex_dl_attempts")
 
 # ------------------------------------------------------------------------------- attribution settings

@@ -277,8 +277,7 @@ def test_counterfactual_refusals(rl, episode, bpe_tokenizer):
             ex.counterfactual(rl, episode, bad, GREEDY)
     other = SimpleNamespace(tokenizer=bpe_tokenizer, model=None, format=None)
     assert not ex.has_decision_tokens(other) and ex.has_decision_tokens(rl)
-    with pytest.raises(ex.ExplorerError, match="lexical markers"):
-        ex.counterfactual(other, episode, 0, GREEDY)
+    # (a lexical-marker model's counterfactuals are sentences: test_text_model_force_a_*)
     with pytest.raises(ex.ExplorerError, match="contrastive"):
         ex.decision_input_attribution(other, episode, episode.positions("decision")[0])
 
@@ -347,3 +346,72 @@ def test_skipped_lines_group_objectives_by_reason():
     a = ex.Attributions({}, {"kl_k1": "no ref", "kl_k3": "no ref", "surrogate": "zero"})
     assert ex.skipped_lines(a) == ["KL k1, KL k3: no ref", "surrogate: zero"]
     assert ex.skipped_lines(ex.Attributions()) == []
+
+
+# ------------------------------------------------------------------ text models: segmentation, counterfactuals
+def _chat_ckpt(chat_tokenizer, markers=None):
+    from types import SimpleNamespace
+
+    from ds_core.episodes.formats import format_for
+    from ds_core.episodes.text_format import customized
+    from ds_core.models.model import init_model
+
+    fmt = format_for(chat_tokenizer)
+    if markers:
+        fmt = customized(fmt, chat_tokenizer, resample_markers=markers)
+    model = init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2)
+    return SimpleNamespace(model=model, tokenizer=chat_tokenizer, format=fmt, hash="x", name="chat")
+
+
+def _chat_episode(ck, generated: str):
+    from ds_core.episodes.tasks import Problem
+
+    tok, p = ck.tokenizer, Problem(12, 34)
+    prompt = ck.format.prompt_ids(tok, p)
+    ids = prompt + tok.encode(generated, add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
+    return ck.format.parse(p, ids, len(prompt), tok)
+
+
+def test_segmentation_frame_lists_attempts_and_decision_spans_in_order(chat_tokenizer):
+    ck = _chat_ckpt(chat_tokenizer)
+    ep = _chat_episode(ck, "12 times 34 is 418. Wait, let me recompute that. So it is 408.")
+    seg = ex.segmentation_frame(ep, chat_tokenizer)
+    assert list(seg["segment"]) == ["attempt 1", "decision after attempt 1", "attempt 2", "decision after attempt 2"]
+    assert list(seg["verdict"]) == ["", "RESAMPLE", "", "STOP"]
+    assert seg["text"][1].strip() == "Wait, let me recompute that." and seg["text"][3] == "<|im_end|>"
+    assert seg["answer read"][0] == 418 and seg["answer read"][2] == 408 and bool(seg["correct"][2])
+
+
+def test_text_model_force_a_stop_ends_the_turn_where_it_revised(chat_tokenizer):
+    ck = _chat_ckpt(chat_tokenizer)
+    ep = _chat_episode(ck, "12 times 34 is 418. Wait, let me recompute that. So it is 408.")
+    cf = ex.counterfactual(ck, ep, 0, ex.sampling_config(0.7, 1.0, 3), seed=0)
+    assert (cf.original, cf.forced) == ("RESAMPLE", "STOP") and "stop forced after attempt 1" in cf.note
+    assert [d.verdict for d in cf.episode.decisions] == ["STOP"]
+    assert cf.episode.final_answer == 418 and not cf.episode.correct
+    assert cf.episode.token_ids[-1] == chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert cf.episode.token_ids[:-1] == ep.token_ids[: ep.decisions[0].start]
+
+
+@pytest.mark.parametrize("markers,sentence", [(None, "Wait, let me check that again."), ("hmm", "Hmm, let me")])
+def test_text_model_force_a_revision_writes_a_marker_sentence_and_continues(chat_tokenizer, markers, sentence):
+    ck = _chat_ckpt(chat_tokenizer, markers)
+    ep = _chat_episode(ck, "12 times 34 is 408.")
+    assert [d.verdict for d in ep.decisions] == ["STOP"]
+    cfg = ex.sampling_config(0.7, 1.0, 2)
+    cf = ex.counterfactual(ck, ep, 0, type(cfg)(**{**cfg.__dict__, "max_new_tokens": 6}), seed=0)
+    assert (cf.original, cf.forced) == ("STOP", "RESAMPLE") and sentence in cf.note
+    text = chat_tokenizer.decode(list(cf.episode.token_ids[ep.prompt_len :]))
+    assert text.startswith("12 times 34 is 408. " + sentence)
+    assert cf.episode.decisions[0].verdict == "RESAMPLE" and cf.episode.attempts[0].answer == 408
+    assert len(cf.episode.token_ids) > ep.decisions[0].start + 6  # the model wrote on
+
+
+def test_text_model_revision_uses_the_users_marker(chat_tokenizer):
+    """With markers that do not include 'wait', the revision sentence is built from the user's own
+    marker, so the tagger reads it as a revision."""
+    ck = _chat_ckpt(chat_tokenizer, "zzqx")
+    ep = _chat_episode(ck, "12 times 34 is 408.")
+    cfg = ex.sampling_config(0.7, 1.0, 2)
+    cf = ex.counterfactual(ck, ep, 0, type(cfg)(**{**cfg.__dict__, "max_new_tokens": 3}), seed=0)
+    assert "Zzqx, let me check that again." in cf.note and cf.episode.decisions[0].verdict == "RESAMPLE"

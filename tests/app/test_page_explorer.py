@@ -250,3 +250,33 @@ def test_attribution_restricted_to_parameter_groups(data_dir):
     at.text_input(key="ex_params").input("layer.99.attn").run()
     assert not at.exception and "selects nothing" in _texts(at, "error")
     assert at.subheader[0].value.startswith("328 × 5189")
+
+
+def test_chat_model_segmentation_and_forced_revision(data_dir, tmp_path, chat_tokenizer):
+    """A chat model that ends its turn at once: the segmentation table opens with the attempt and
+    its stop, the decision section offers 'Force a revision', and clicking it writes the revision
+    sentence and shows the continuation beside the original."""
+    import torch
+
+    from ds_core.models.checkpoint import Card, save_checkpoint
+    from ds_core.models.model import init_model
+
+    model = init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2)
+    end = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    with torch.no_grad():  # <|im_end|> by far the likeliest token: every turn ends at once
+        model.lm_head.weight[end] += 50 * model.lm_head.weight.abs().max()
+    ck = tmp_path / "eager-chat"
+    save_checkpoint(ck, model, chat_tokenizer, Card("chat"))
+    at = _page()
+    at.session_state["user_checkpoints"] = [str(ck)]
+    at.run()
+    at.selectbox(key="ex_ckpt").select("eager-chat").run()
+    _run(at)
+    assert not at.exception
+    assert "resample markers" in _texts(at, "caption")
+    seg = [d for d in at.dataframe if "segment" in d.value.columns][0].value
+    assert list(seg["segment"]) == ["attempt 1", "decision after attempt 1"] and seg["verdict"][1] == "STOP"
+    assert at.button(key="ex_cf").label == "Force a revision"
+    at.button(key="ex_cf").click().run()
+    assert not at.exception and not at.error
+    assert "'Wait, let me check that again.' was written there" in _texts(at, "caption")

@@ -32,3 +32,37 @@ def episode_frame(ep: Episode) -> pd.DataFrame:
 def verdicts_text(ep: Episode, sep: str = " → ", empty: str = "(none)") -> str:
     """The episode's verdicts in order, 'RESAMPLE → STOP'; `empty` when it has none."""
     return sep.join(d.verdict for d in ep.decisions) or empty
+
+
+def segmentation_frame(ep: Episode, tokenizer) -> pd.DataFrame:
+    """How the trace was split, in reading order: every attempt (its span, text and the answer
+    read from it) and every decision (its span, the text the tagger matched, the verdict)."""
+    rows = []
+    for a in ep.attempts:
+        rows.append(
+            {
+                "segment": f"attempt {a.index + 1}",
+                "tokens": f"{a.start}..{a.end}",
+                "text": a.text,
+                "answer read": a.answer,
+                "correct": a.correct,
+                "verdict": "",
+                "_start": a.start,
+            }
+        )
+    for d in ep.decisions:
+        rows.append(
+            {
+                "segment": f"decision after attempt {d.index + 1}",
+                "tokens": f"{d.start}..{d.end}",
+                "text": tokenizer.decode(list(ep.token_ids[d.start : d.end])),
+                "answer read": None,
+                "correct": None,
+                "verdict": d.verdict,
+                "_start": d.start + 0.5,
+            }
+        )
+    cols = ["segment", "tokens", "text", "answer read", "correct", "verdict"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame(rows).sort_values("_start", kind="stable")[cols].reset_index(drop=True)

@@ -17,7 +17,7 @@ from ds_core.episodes.tasks import Problem
 from ds_core.models.locks import MODEL_LOCK
 from ds_core.models.sampling import RolloutError, SamplingConfig
 from ds_core.objectives import OBJECTIVE_NAMES, SHORT_LABELS
-from ui.services.episodes import episode_frame, verdicts_text
+from ui.services.episodes import episode_frame, segmentation_frame, verdicts_text
 from ui.services.explorer_decisions import (
     Counterfactual,
     ExplorerError,
@@ -39,6 +39,7 @@ __all__ = [
     "warm_up",
     "run_episode",
     "episode_frame",
+    "segmentation_frame",
     "attempts_frame",
     "episode_summary",
     "decision_choices",

@@ -112,19 +112,15 @@ class Counterfactual:
 
 def counterfactual(ckpt, ep: Episode, decision_index: int, cfg, seed: int = 0) -> Counterfactual:
     """Keep `ep` up to its decision number `decision_index` (0-based), put the opposite verdict
-    token there and let the model continue (ds_core.models.rollout with a Prefix, SamplingConfig `cfg`,
-    same seed)."""
+    there and let the model continue (ds_core.models.rollout with a Prefix, SamplingConfig `cfg`,
+    same seed). With [STOP]/[RESAMPLE] tokens the verdict token is swapped; on a text model
+    (lexical markers) a stop becomes a revision sentence and a revision becomes the end of the turn
+    (_text_counterfactual)."""
     from ds_core.episodes.tokenizer import decision_token_ids
     from ds_core.models.model import context_length
     from ds_core.models.rollout import rollout
     from ds_core.models.sampling import Prefix
 
-    ids = decision_token_ids(ckpt.tokenizer)
-    if ids is None:
-        raise ExplorerError(
-            "this checkpoint's tokenizer has no [STOP]/[RESAMPLE] tokens: its "
-            "decisions are lexical markers, which cannot be swapped for one token"
-        )
     if ep.problem is None:
         raise ExplorerError("the episode has no problem to continue")
     if (
@@ -135,6 +131,9 @@ def counterfactual(ckpt, ep: Episode, decision_index: int, cfg, seed: int = 0) -
         raise ExplorerError(
             f"decision {decision_index!r} does not exist; the episode has {len(ep.decisions)} decision(s)"
         )
+    ids = decision_token_ids(ckpt.tokenizer)
+    if ids is None:
+        return _text_counterfactual(ckpt, ep, decision_index, ep.decisions[decision_index], cfg, seed)
     d = ep.decisions[decision_index]
     forced = RESAMPLE if d.verdict == STOP else STOP
     prefix = tuple(ep.token_ids[: d.start]) + (ids[forced],)
@@ -165,6 +164,80 @@ def counterfactual(ckpt, ep: Episode, decision_index: int, cfg, seed: int = 0) -
     if attempts > cfg.max_attempts:
         note += f"; the retry cap was raised from {cfg.max_attempts} to {attempts} for the extra attempt"
     return Counterfactual(cf, decision_index, d.start, d.verdict, forced, attempts, note)
+
+
+REVISION_SENTENCE = "Wait, let me check that again."
+
+
+def _end_of_turn(ckpt) -> int:
+    from ds_core.episodes.tokenizer import END_OF_TURN_TOKENS, end_of_turn_ids
+
+    tok = ckpt.tokenizer
+    ids = end_of_turn_ids(tok, getattr(ckpt.model, "generation_config", None))
+    if not ids:
+        raise ExplorerError("the tokenizer has no end-of-sequence or end-of-turn token to end the turn with")
+    by_name = {tok.convert_ids_to_tokens(int(i)): int(i) for i in ids}
+    for name in END_OF_TURN_TOKENS:  # the chat template's end of turn before a bare eos
+        if name in by_name:
+            return by_name[name]
+    return int(tok.eos_token_id) if tok.eos_token_id in ids else min(ids)
+
+
+def _revision_ids(ckpt, ep: Episode, d) -> tuple[list[int], str]:
+    """The transcript up to decision `d` with a revision sentence appended that the format's
+    tagger reads as RESAMPLE: 'Wait, let me check that again.', else one built from each of its
+    resample markers in turn."""
+    fmt, tok = ckpt.format, ckpt.tokenizer
+    head = list(ep.token_ids[: d.start])
+    before = tok.decode(head[ep.prompt_len :])
+    sep = "" if not before or before[-1].isspace() else " "
+    markers = getattr(getattr(fmt, "tagger", None), "resample_markers", ())
+    candidates = [REVISION_SENTENCE] + [f"{m[:1].upper()}{m[1:]}, let me check that again." for m in markers]
+    eot = _end_of_turn(ckpt)
+    for sentence in candidates:
+        ids = head + tok.encode(sep + sentence, add_special_tokens=False)
+        probe = fmt.parse(ep.problem, ids + [eot], ep.prompt_len, tok)
+        if any(x.verdict == RESAMPLE and x.end > d.start for x in probe.decisions):
+            return ids, sentence
+    raise ExplorerError(
+        "none of the revision sentences tried is read as a revision by the resample markers "
+        f"({', '.join(markers) or 'none'}): add a marker such as 'wait' under 'Prompt and markers'"
+    )
+
+
+def _text_counterfactual(ckpt, ep: Episode, decision_index: int, d, cfg, seed: int) -> Counterfactual:
+    """A text model's decisions are sentences, not tokens: 'force a revision' appends a revision
+    sentence where the model stopped and lets it continue; 'force a stop' ends the turn (its
+    end-of-turn token) where the model started to revise."""
+    from ds_core.models.model import context_length
+    from ds_core.models.rollout import rollout
+    from ds_core.models.sampling import Prefix
+
+    tok = ckpt.tokenizer
+    if d.verdict == RESAMPLE:
+        ids = list(ep.token_ids[: d.start]) + [_end_of_turn(ckpt)]
+        cf = ckpt.format.parse(ep.problem, ids, ep.prompt_len, tok, max_attempts=cfg.max_attempts)
+        note = (
+            f"stop forced after attempt {d.index + 1}: the turn ends ({tok.convert_ids_to_tokens(ids[-1])}) "
+            "where the model began to revise, with that attempt's answer"
+        )
+        return Counterfactual(cf, decision_index, d.start, d.verdict, STOP, cfg.max_attempts, note)
+    ids, sentence = _revision_ids(ckpt, ep, d)
+    if len(ids) >= context_length(ckpt.model):
+        raise ExplorerError(
+            f"the transcript with the revision ({len(ids)} tokens) fills the model's context: nothing can follow"
+        )
+    attempts = max(cfg.max_attempts, len(ep.attempts) + 1)
+    cfg2 = replace(cfg, max_attempts=attempts)
+    with MODEL_LOCK:
+        cf = rollout(
+            ckpt.model, tok, ckpt.format, [Prefix(ep.problem, tuple(ids), ep.prompt_len)], cfg2, seed=int(seed)
+        )[0]
+    note = (
+        f"revision forced after attempt {d.index + 1}: {sentence!r} was written there and the model went on "
+        f"(seed {seed})"
+    )
+    return Counterfactual(cf, decision_index, d.start, d.verdict, RESAMPLE, attempts, note)
 
 
 def comparison_frame(original: Episode, cf: Counterfactual) -> pd.DataFrame:

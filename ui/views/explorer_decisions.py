@@ -18,6 +18,7 @@ from ui.services.explorer import (
     input_frames,
     shading_scale,
 )
+from ui.services.explorer_decisions import REVISION_SENTENCE
 from ui.tokens import token_html
 from ui.views.explorer_work import cached_counterfactual, cached_input_attribution
 
@@ -89,16 +90,19 @@ def render(ep, ckpt, decisions, key: tuple, req: dict, shading: str) -> None:
         with st.expander("Input attribution per token"):
             table(tokens[tokens["pos"] < position], "input attribution per token", key="ex_dl_ia_tokens")
 
+    verdict = ep.decisions[decision_index].verdict
+    if has_dec:
+        what, label = "write the opposite verdict token there", "Force the opposite verdict"
+    elif verdict == "STOP":
+        what = f"write a revision sentence ({REVISION_SENTENCE!r}) where it stopped"
+        label = "Force a revision"
+    else:
+        what, label = "end the turn where it began to revise", "Force a stop"
     st.markdown(
-        "**Counterfactual**: keep the transcript up to this decision, write the opposite verdict "
-        "there and let the model continue (same sampling settings and seed)."
+        f"**Counterfactual**: keep the transcript up to this decision, {what} and let the model "
+        "continue (same sampling settings and seed)."
     )
-    if st.button(
-        "Force the opposite verdict",
-        key="ex_cf",
-        disabled=not has_dec,
-        help=None if has_dec else "this checkpoint has no [STOP]/[RESAMPLE] tokens",
-    ):
+    if st.button(label, key="ex_cf"):
         st.session_state[CF_REQ] = (req, decision_index)
     if st.session_state.get(CF_REQ) == (req, decision_index):
         with user_errors("Cannot roll the counterfactual"):
