@@ -302,13 +302,19 @@ class Engine:
         return max(1, plist[0].element_size() * (n_params + 40 * self.T * hidden * layers))
 
     def products(self, l, leaves, tangents, jvp_method) -> tuple[torch.Tensor, str]:
-        if jvp_method in ("auto", "forward"):
+        """ "auto": the double-backward JVP (exact to reverse-mode precision: on SmolLM2-135M its
+        shares matched the naive per-token loop to 3e-7 where forward mode was 2e-3 off, at the same
+        cost), falling back to forward mode for a model whose graph cannot be differentiated twice."""
+        if jvp_method == "forward":
             try:
                 return self.products_forward(tangents)
             except (NotImplementedError, RuntimeError) as e:
-                if jvp_method == "forward":
-                    raise AttributionError(
-                        f"forward-mode JVP failed ({type(e).__name__}: "
-                        f"{str(e)[:200]}); use jvp_method='double_backward'"
-                    ) from e
+                raise AttributionError(
+                    f"forward-mode JVP failed ({type(e).__name__}: {str(e)[:200]}); use jvp_method='double_backward'"
+                ) from e
+        if jvp_method == "auto":
+            try:
+                return self.products_double_backward(l, leaves, tangents), "double_backward"
+            except (NotImplementedError, RuntimeError):
+                return self.products_forward(tangents)
         return self.products_double_backward(l, leaves, tangents), "double_backward"

@@ -126,7 +126,7 @@ def attribute(
     `model`/`ref_model` may be transformers causal LMs or ds_core Checkpoints (their content hash
     and tokenizer are then taken from the checkpoint). `advantage` is required by the surrogate
     (a value, or grpo_advantage(...)); `ref_model` by kl_k1/kl_k3. `jvp_method`: "forward"
-    (forward-mode JVP), "double_backward", or "auto" (forward, falling back to double backward).
+    (forward-mode JVP), "double_backward", or "auto" (double backward, falling back to forward mode).
     `norms=False` skips the per-token gradient norms (the expensive part); `norms_method`:
     "batched" (is_grads_batched, `chunk_size` tokens at once), "loop", or "auto" (loop on CPU,
     batched elsewhere). `parameters`: which parameters the gradient covers (a spec of

@@ -462,6 +462,22 @@ def test_auto_falls_back_to_double_backward(tok, ep):
         h.remove()
 
 
+def test_auto_falls_back_to_forward_mode(tok, ep, monkeypatch):
+    """ "auto" is the double-backward JVP; a graph that cannot be differentiated twice gets forward mode."""
+    import ds_core.attribution.engine as A
+
+    model = model_of(tok, "llama")
+    want = attribute(model, ep, "sft_sum", norms=False)
+    assert want.method["products"] == "double_backward"
+
+    def no_double(*a, **k):
+        raise RuntimeError("derivative for this op is not implemented twice")
+
+    monkeypatch.setattr(A.Engine, "products_double_backward", no_double)
+    got = attribute(model, ep, "sft_sum", norms=False)
+    assert got.method["products"].startswith("jvp_forward") and rel(got.share, want.share) < 1e-5
+
+
 def test_forward_ad_loop_when_vmap_fails(tok, ep, monkeypatch):
     """Without vmap (an op with no batching rule) the tangents go one at a time through
     torch.autograd.forward_ad; a single tangent always does."""
