@@ -73,7 +73,9 @@ def test_explore_command_on_smollm2(smollm2, tmp_path):
             "--objectives",
             "sft_sum,surrogate",
             "--max-new-tokens",
-            "80",
+            "120",
+            "--temperature",
+            "0.3",
             "--threads",
             "2",
             "--json",
@@ -104,7 +106,8 @@ def test_explorer_page_on_smollm2(data_with_model):
     at.radio(key="ex_source").set_value("typed").run()
     at.text_input(key="ex_text").input("What is 12 plus 34?").run()
     at.number_input(key="ex_attempts").set_value(1).run()
-    at.radio(key="ex_adv_src").set_value("my value").run()
+    at.number_input(key="ex_temp").set_value(0.3).run()
+    at.session_state["ex_adv_src"] = "my value"  # no GRPO group of 8 real-model rollouts
     at.button(key="ex_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.subheader[0].value.startswith("12 + 34 = 46") and NAME in at.subheader[0].value
@@ -132,6 +135,11 @@ def test_browser_explorer_runs_smollm2(data_with_model, tmp_path):
         page.locator('[data-testid="stSelectbox"]').filter(has_text="Checkpoint").first.click()
         page.get_by_role("option", name=NAME).click()
         wait_idle(page)
+        for label, value in (("Temperature", "0.3"), ("Max attempts", "1")):  # a short, ending episode
+            box = page.get_by_label(label, exact=True)
+            box.fill(value)
+            box.press("Enter")
+            wait_idle(page)
         page.get_by_role("button", name="Run episode", exact=True).click()
         wait_idle(page, 600_000)
         page.get_by_text("Gradient attribution").first.wait_for(timeout=600_000)
