@@ -12,8 +12,17 @@ import time
 import streamlit as st
 
 from ds_core.episodes.tasks import EXAMPLE_PROMPTS
-from ui.common import chart, get_checkpoint, pick_checkpoints, results_store, sampling_inputs, table, user_errors
-from ui.services.custom_prompts_run import run_prompts
+from ui.common import (
+    chart,
+    get_checkpoint,
+    pick_checkpoints,
+    results_store,
+    sampling_inputs,
+    table,
+    text_format_inputs,
+    user_errors,
+)
+from ui.services.custom_prompts_run import run_prompts, with_prompt_settings
 from ui.services.custom_prompts_upload import (
     MAX_BYTES,
     MAX_ROWS,
@@ -86,6 +95,7 @@ st.subheader("Checkpoints and sampling")
 c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
 ckpt_paths = pick_checkpoints("Checkpoints", key="cp_ckpts", container=c1)
 temperature, top_p, max_attempts, seed = sampling_inputs("cp", (c2, c3, c4, c5))
+fmt = text_format_inputs("cp")
 
 if prompts is not None:
     st.write(
@@ -103,7 +113,7 @@ if prompts is not None:
 
 # a plain mapping: SamplingConfig (and torch) are imported only when a run starts
 sampling = {"temperature": float(temperature), "top_p": float(top_p), "max_attempts": max_attempts}
-signature = (tuple(parsed or ()), tuple(ckpt_paths), tuple(sorted(sampling.items())), seed)
+signature = (tuple(parsed or ()), tuple(ckpt_paths), tuple(sorted(sampling.items())), seed, fmt)
 
 if st.button("Run prompts", type="primary", key="cp_run"):
     if not parsed:
@@ -113,7 +123,7 @@ if st.button("Run prompts", type="primary", key="cp_run"):
     else:
         with user_errors("Run failed"):
             bar = st.progress(0.0, text="loading checkpoints…")
-            ckpts = [get_checkpoint(p) for p in ckpt_paths]
+            ckpts = with_prompt_settings([get_checkpoint(p) for p in ckpt_paths], fmt)
             last = [0.0]
 
             def progress(label: str, done: int, total: int) -> None:

@@ -130,3 +130,36 @@ def test_no_checkpoint_and_empty_text(data_dir):
     assert not at.exception and any("at least one checkpoint" in w.value for w in at.warning)
     at.text_area(key="cp_text").input("   \n").run()
     assert not at.exception and any("Upload a file or paste" in i.value for i in at.info)
+
+
+def test_prompt_settings_reach_a_text_model(data_dir, tmp_path, chat_tokenizer):
+    """The 'Prompt and markers' settings prompt a text-format checkpoint (its rows are keyed by
+    them: an edited instruction is not served the default's stored rows) and leave a DS
+    checkpoint as it is."""
+    from ds_core.analysis.evaluate import format_key
+    from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+    from ds_core.models.model import init_model
+    from ds_core.models.sampling import SamplingConfig
+    from ds_core.paths import SHIPPED_DIR
+    from ui.services.custom_prompts_run import _cache_key, with_prompt_settings
+
+    ck = tmp_path / "chat"
+    save_checkpoint(ck, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("chat"))
+    chat, rl = load_checkpoint(ck), load_checkpoint(SHIPPED_DIR / "rl")
+    fmt = (("instruction", "Compute {a} {word} {b}."),)
+    edited_chat, same_rl = with_prompt_settings([chat, rl], fmt)
+    assert same_rl is rl and format_key(edited_chat.format)["instruction"] == "Compute {a} {word} {b}."
+    assert with_prompt_settings([chat], ()) == [chat]
+    cfg = SamplingConfig()
+    assert _cache_key(edited_chat, [], [], cfg, 0) != _cache_key(chat, [], [], cfg, 0)
+    assert "format" not in _cache_key(rl, [], [], cfg, 0)
+
+    at = _page()
+    at.session_state["user_checkpoints"] = [str(ck)]
+    at.run()
+    at.multiselect(key="cp_ckpts").set_value(["rl", "chat"]).run()
+    at.text_input(key="cp_fmt_instruction").input("Compute {a} {word} {b}.").run()
+    at.number_input(key="cp_attempts").set_value(1).run()
+    at.button(key="cp_run").click().run()
+    assert not at.exception and not at.error
+    assert set(_results(at)["checkpoint"]) == {"rl", "chat"}

@@ -140,13 +140,30 @@ def _episode_row(ep) -> dict:
 
 
 def _cache_key(ckpt, prompts, streams, cfg, seed) -> dict:
-    return {
+    from ds_core.analysis.evaluate import format_key
+
+    key = {
         "v": CACHE_VERSION,
         "checkpoint": ckpt.hash,
         "problems": [[p.problem.a, p.problem.op, p.problem.b, s] for p, s in zip(prompts, streams)],
         "sampling": cfg.key(),
         "seed": int(seed),
     }
+    fmt = format_key(getattr(ckpt, "format", None))
+    if fmt:  # a text model prompted with edited settings writes other episodes
+        key["format"] = fmt
+    return key
+
+
+def with_prompt_settings(checkpoints: Sequence, fmt: tuple) -> list:
+    """The checkpoints with the page's text-format settings ((name, value) pairs, see
+    ui.common.text_format_inputs) applied to the text-format ones; DS-format checkpoints, which
+    write [STOP]/[RESAMPLE] tokens, are left as they are."""
+    from ds_core.episodes.text_format import with_text_settings
+
+    if not fmt:
+        return list(checkpoints)
+    return [with_text_settings(ck, **dict(fmt)) if ck.format.name == "text" else ck for ck in checkpoints]
 
 
 def run_checkpoint(
