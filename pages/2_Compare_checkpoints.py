@@ -34,12 +34,13 @@ from ui.common import (
     results_store,
     sampling_inputs,
     table,
+    text_format_inputs,
     user_errors,
 )
 from ui.services.compare import CompareError, outcome_frame, outcome_line, sample_episode, vocab_problem
 from ui.services.compare_attribution import attribute_one, attribution_comparison, default_advantage
 from ui.services.compare_teacher_forcing import cross_likelihood, score, teacher_force_scores
-from ui.services.episodes import episode_frame
+from ui.services.episodes import episode_frame, with_prompt_settings
 from ui.tokens import legend_html, token_html
 
 st.set_page_config(page_title="Compare checkpoints · DS-Lens", layout="wide")
@@ -51,8 +52,9 @@ SOURCES = {"Fixed test set": "test set", "Typed": "typed", "Random of a size": "
 
 # --- cached computations (keyed by path + content hash, problem, settings, seed) ---------------
 @st.cache_data(show_spinner=False, max_entries=256)
-def _episode(path: str, digest: str, problem: tuple, cfg: tuple, seed: int):
-    return sample_episode(get_checkpoint(path), Problem(*problem), SamplingConfig(*cfg), seed)
+def _episode(path: str, digest: str, problem: tuple, cfg: tuple, seed: int, fmt: tuple = ()):
+    (ck,) = with_prompt_settings([get_checkpoint(path)], fmt)
+    return sample_episode(ck, Problem(*problem), SamplingConfig(*cfg), seed)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -158,9 +160,17 @@ with c_prob:
 with c_samp:
     s1, s2 = st.columns(2)
     temperature, top_p, max_attempts, seed = sampling_inputs("cmp", (s1, s2, s1, s2))
+fmt = text_format_inputs("cmp")
 
 cfg_t = (float(temperature), float(top_p), int(max_attempts))
-current = {"paths": tuple(paths), "source": source_kind, "problem_args": problem_args, "cfg": cfg_t, "seed": int(seed)}
+current = {
+    "paths": tuple(paths),
+    "source": source_kind,
+    "problem_args": problem_args,
+    "cfg": cfg_t,
+    "seed": int(seed),
+    "fmt": fmt,
+}
 
 if st.button("Compare", type="primary", key="cmp_go"):
     if len(paths) < 2:
@@ -203,7 +213,7 @@ for i, (label, path) in enumerate(zip(labels, req["paths"])):
         if not Path(path).is_dir():
             raise CompareError(f"{path} is no longer a directory")
         digests[label] = content_hash(path)
-        episodes[label] = _episode(path, digests[label], req["problem"], req["cfg"], req["seed"])
+        episodes[label] = _episode(path, digests[label], req["problem"], req["cfg"], req["seed"], req["fmt"])
 bar.empty()
 if not episodes:
     st.stop()
@@ -349,7 +359,7 @@ if "ref_logp" in OBJECTIVES[objective].needs:
     if ref_digest is None or msg:
         st.stop()
 
-src_key = (path_of[source], digests[source], req["problem"], req["cfg"], req["seed"])
+src_key = (path_of[source], digests[source], req["problem"], req["cfg"], req["seed"], req["fmt"])
 results = {}
 bar = st.progress(0.0, text="Attributing…")
 for i, label in enumerate(labels):

@@ -22,7 +22,7 @@ from ui.common import (
     text_format_inputs,
     user_errors,
 )
-from ui.services.custom_prompts_run import run_prompts, with_prompt_settings
+from ui.services.custom_prompts_run import run_prompts
 from ui.services.custom_prompts_upload import (
     MAX_BYTES,
     MAX_ROWS,
@@ -32,6 +32,7 @@ from ui.services.custom_prompts_upload import (
     read_text,
     read_upload,
 )
+from ui.services.episodes import with_prompt_settings
 
 st.set_page_config(page_title="Custom prompts · DS-Lens", layout="wide")
 

@@ -161,3 +161,34 @@ def test_bad_checkpoint_dir_and_vocabulary_mismatch(data_dir, tmp_path, bpe_toke
     assert list(at.dataframe[0].value["checkpoint"]) == ["rl", "bpe_model"]
     assert "do not share a tokenizer vocabulary" in _errors(at)
     assert len(at.header) == 2
+
+
+def test_two_chat_models_with_edited_prompt_settings(data_dir, tmp_path, chat_tokenizer):
+    """A chat model and a perturbed copy (same tokenizer): both sample from the edited instruction,
+    the transcript is teacher-forced through both, the attribution section is drawn."""
+    import torch
+
+    from ds_core.episodes.tasks import Problem
+    from ui.services.episodes import with_prompt_settings
+
+    model = init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2)
+    save_checkpoint(tmp_path / "chat_a", model, chat_tokenizer, Card(condition="a"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "chat_b", model, chat_tokenizer, Card(condition="b"))
+    at = _page().run()
+    for name in ("chat_a", "chat_b"):
+        at.text_input(key="cmp_extra").input(str(tmp_path / name)).run()
+    at.multiselect(key="cmp_ckpts").set_value(["chat_a", "chat_b"])
+    at.number_input(key="cmp_attempts").set_value(1)
+    at.text_input(key="cmp_fmt_instruction").input("Compute {a} {word} {b}.").run()
+    at.button(key="cmp_go").click().run()
+    assert not at.exception and not at.error, _errors(at)
+    assert [h.value for h in at.header][:2] == ["Sampled episodes", "Teacher-forced on one transcript"]
+    from ds_core.models.checkpoint import load_checkpoint
+
+    (edited,) = with_prompt_settings(
+        [load_checkpoint(tmp_path / "chat_a")], (("instruction", "Compute {a} {word} {b}."),)
+    )
+    assert "Compute 12 times 34." in chat_tokenizer.decode(edited.format.prompt_ids(chat_tokenizer, Problem(12, 34)))

@@ -141,7 +141,8 @@ def test_prompt_settings_reach_a_text_model(data_dir, tmp_path, chat_tokenizer):
     from ds_core.models.model import init_model
     from ds_core.models.sampling import SamplingConfig
     from ds_core.paths import SHIPPED_DIR
-    from ui.services.custom_prompts_run import _cache_key, with_prompt_settings
+    from ui.services.custom_prompts_run import _cache_key
+    from ui.services.episodes import with_prompt_settings
 
     ck = tmp_path / "chat"
     save_checkpoint(ck, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("chat"))

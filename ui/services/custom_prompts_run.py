@@ -155,17 +155,6 @@ def _cache_key(ckpt, prompts, streams, cfg, seed) -> dict:
     return key
 
 
-def with_prompt_settings(checkpoints: Sequence, fmt: tuple) -> list:
-    """The checkpoints with the page's text-format settings ((name, value) pairs, see
-    ui.common.text_format_inputs) applied to the text-format ones; DS-format checkpoints, which
-    write [STOP]/[RESAMPLE] tokens, are left as they are."""
-    from ds_core.episodes.text_format import with_text_settings
-
-    if not fmt:
-        return list(checkpoints)
-    return [with_text_settings(ck, **dict(fmt)) if ck.format.name == "text" else ck for ck in checkpoints]
-
-
 def run_checkpoint(
     ckpt,
     prompts: Sequence[ParsedPrompt],

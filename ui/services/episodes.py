@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from ds_core.episodes.episode import Episode
@@ -66,3 +68,14 @@ def segmentation_frame(ep: Episode, tokenizer) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=cols)
     return pd.DataFrame(rows).sort_values("_start", kind="stable")[cols].reset_index(drop=True)
+
+
+def with_prompt_settings(checkpoints: Sequence, fmt: tuple) -> list:
+    """The checkpoints with the page's text-format settings ((name, value) pairs, see
+    ui.common.text_format_inputs) applied to the text-format ones; DS-format checkpoints, which
+    write [STOP]/[RESAMPLE] tokens, are left as they are."""
+    from ds_core.episodes.text_format import with_text_settings
+
+    if not fmt:
+        return list(checkpoints)
+    return [with_text_settings(ck, **dict(fmt)) if ck.format.name == "text" else ck for ck in checkpoints]
