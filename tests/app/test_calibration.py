@@ -366,3 +366,37 @@ def test_charts(shipped_refs):
         predicted_observed_figure(predicted_observed(empty)),
     ):
         assert len(fig.data) == 0 and fig.layout.annotations
+
+
+def test_a_chat_model_is_calibrated_from_its_segmentation(tmp_path, chat_tokenizer):
+    """A text-format (chat) checkpoint: its cells are sampled with the chat template and read by
+    the segmentation (end of turn = STOP, answers by the readers). This one ends every turn at once,
+    so every first attempt is empty and wrong and is kept: p_s = 0, p_d|W = 0, p_d|C undefined;
+    the same numbers as ds_core.analysis.evaluate."""
+    import math
+
+    import torch
+
+    from ds_core.analysis.evaluate import evaluate
+    from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+    from ds_core.models.model import init_model
+
+    model = init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2)
+    end = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    with torch.no_grad():
+        model.lm_head.weight[end] += 50 * model.lm_head.weight.abs().max()
+    d = tmp_path / "chat"
+    save_checkpoint(d, model, chat_tokenizer, Card(condition="chat"))
+    store = ResultsStore(tmp_path / "data")
+    settings = Settings(n=4, seed=0)
+    sizes = parse_size_list("2x2")
+    g = gather([checkpoint_ref("chat", d)], sizes, settings, store)
+    assert g.missing == (("chat", "2x2"),)
+    digests = compute_missing(g, load_checkpoint, store)
+    row = gather([checkpoint_ref("chat", d)], sizes, settings, store, computed=digests).frame.iloc[0]
+    assert row["source"] == "computed" and row["n"] == 4
+    assert row["p_s"] == 0 and row["p_dW"] == 0 and math.isnan(row["p_dC"]) and row["accuracy"] == 0
+    ep = store.load_episodes(
+        evaluate(load_checkpoint(d), sizes, n=4, cfg=settings.sampling_config(), store=store).sizes[0].key
+    )[0]
+    assert [x.verdict for x in ep.decisions] == ["STOP"] and ep.attempts[0].answer is None
