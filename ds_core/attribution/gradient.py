@@ -165,7 +165,7 @@ def attribute(
         timing["forward"] = time.perf_counter() - t
         t = time.perf_counter()
         present = [k for k, _ in COMPONENTS if eng.positions[k]]
-        comp = {k: eng.grads(l, leaves, eng.indicator(eng.positions[k])) for k in present}
+        comp, graph = eng.components(l, leaves, present, jvp_method)
         grams = _grams(comp, eng.names)
         sizes = {n: p.numel() for n, p in leaves.items()}
         n = {k: len(eng.positions[k]) for k, _ in COMPONENTS}
@@ -178,7 +178,8 @@ def attribute(
             )
         timing["components"] = time.perf_counter() - t
         t = time.perf_counter()
-        prods, pmethod = eng.products(l, leaves, [comp[k] for k in present], jvp_method)
+        prods, pmethod = eng.products(l, leaves, [comp[k] for k in present], jvp_method, graph)
+        del graph
         prods = prods.detach().double()
         check_finite(prods, "a per-token inner product <grad l_t, G_k>")
         timing["products"] = time.perf_counter() - t
