@@ -29,6 +29,7 @@ from ui.common import (  # noqa: E402
     pick_checkpoints,
     results_store,
     table,
+    text_format_inputs,
     user_errors,
 )
 from ui.services.calibration import (
@@ -108,6 +109,7 @@ n = int(
 )
 seed = int(c4.number_input("Seed", min_value=0, max_value=MAX_SEED, value=0, step=1, key="cal_seed"))
 temperature = float(c5.number_input("Temperature", min_value=0.0, max_value=5.0, value=1.0, step=0.1, key="cal_temp"))
+fmt = text_format_inputs("cal")
 interval = c6.radio("Accuracy interval", ["Wald (paper)", "Wilson"], key="cal_interval", horizontal=True)
 interval_key = "wald" if interval.startswith("Wald") else "wilson"
 
@@ -137,7 +139,7 @@ with user_errors("Cannot show this request"):
     refs: list[CheckpointRef] = []
     for p in paths:
         try:
-            refs.append(checkpoint_ref(labels.get(p, Path(p).name), p))
+            refs.append(checkpoint_ref(labels.get(p, Path(p).name), p, fmt))
         except CheckpointError as e:
             st.warning(f"Skipped {p}: {e}")
     store = None

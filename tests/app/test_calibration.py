@@ -400,3 +400,36 @@ def test_a_chat_model_is_calibrated_from_its_segmentation(tmp_path, chat_tokeniz
         evaluate(load_checkpoint(d), sizes, n=4, cfg=settings.sampling_config(), store=store).sizes[0].key
     )[0]
     assert [x.verdict for x in ep.decisions] == ["STOP"] and ep.attempts[0].answer is None
+
+
+def test_prompt_settings_key_a_text_models_cells(tmp_path, chat_tokenizer, char_tokenizer):
+    """Edited prompt settings apply to a text-format checkpoint: its cells are keyed by them (the
+    default-prompt run is not served, nor eval.json), computed with the edited prompt, and equal
+    the run evaluate() stores for the same customised checkpoint; a DS checkpoint ignores them."""
+    from ds_core.analysis.evaluate import evaluate
+    from ds_core.episodes.text_format import with_text_settings
+    from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+    from ds_core.models.model import init_model
+
+    d = tmp_path / "chat"
+    save_checkpoint(d, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("c"))
+    fmt = (("instruction", "Compute {a} {word} {b}."),)
+    store = ResultsStore(tmp_path / "data")
+    settings = Settings(n=3, seed=0, max_new_tokens=8)
+    sizes = parse_size_list("2x2")
+    plain, edited = checkpoint_ref("chat", d), checkpoint_ref("chat", d, fmt)
+    assert plain.fmt_key is None and edited.fmt_key["instruction"] == "Compute {a} {word} {b}."
+    evaluate(load_checkpoint(d), sizes, n=3, cfg=settings.sampling_config(), store=store)  # the default prompt
+    assert gather([plain], sizes, settings, store).frame["source"].tolist() == ["store"]
+    g = gather([edited], sizes, settings, store)
+    assert g.missing == (("chat", "2x2"),)
+    digests = compute_missing(g, load_checkpoint, store)
+    assert gather([edited], sizes, settings, store, computed=digests).frame["source"].tolist() == ["computed"]
+    custom = with_text_settings(load_checkpoint(d), **dict(fmt))
+    res = evaluate(custom, sizes, n=3, cfg=settings.sampling_config(), store=store)
+    assert {s.key.digest() for s in res.sizes} == set(digests)
+    ep = store.load_episodes(res.sizes[0].key)[0]
+    assert "Compute" in chat_tokenizer.decode(list(ep.token_ids[: ep.prompt_len]))
+    ds = tmp_path / "ds"
+    save_checkpoint(ds, init_model(char_tokenizer, "llama", hidden=32, layers=1, heads=2), char_tokenizer, Card("d"))
+    assert checkpoint_ref("ds", ds, fmt).fmt_key is None and checkpoint_ref("ds", ds, fmt).fmt == ()

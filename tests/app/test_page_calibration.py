@@ -131,3 +131,13 @@ def test_user_checkpoint(data_dir, tmp_path, char_tokenizer):
     at.button(key="cal_compute").click().run()
     assert not at.exception and not at.error
     assert _table1(at).at["mine", "source"] == "computed"
+
+
+def test_prompt_settings_leave_ds_checkpoints_on_their_shipped_numbers(data_dir):
+    """The 'Prompt and markers' settings apply to text-format checkpoints only: the shipped DS
+    checkpoints keep their eval.json numbers with an edited instruction."""
+    at = _page().run()
+    at.text_input(key="cal_fmt_instruction").input("Compute {a} {word} {b}.").run()
+    assert not at.exception and not at.error
+    t1 = _table1(at)
+    assert t1.at["rl", "source"] == "eval.json" and t1.at["base", "3x3"] == "93 (88–98)"

@@ -88,18 +88,19 @@ def parse_size_list(text: str, max_sizes: int = MAX_SIZES) -> list[TaskSpec]:
     return out
 
 
-def run_key_for(ckpt_hash: str, spec: TaskSpec, settings: Settings) -> RunKey:
-    """The store key ds_core.analysis.evaluate.evaluate uses for this cell."""
+def run_key_for(ckpt_hash: str, spec: TaskSpec, settings: Settings, fmt_key: dict | None = None) -> RunKey:
+    """The store key ds_core.analysis.evaluate.evaluate uses for this cell (`fmt_key`: the text
+    format's settings when the page edited them, as CheckpointRef.fmt_key)."""
     from ds_core.models.device import current_placement
 
     place = current_placement()
+    extra = {}
+    if fmt_key:
+        extra["format"] = fmt_key
+    if place:
+        extra["placement"] = place
     return RunKey(
-        ckpt_hash,
-        task_name(spec, settings.n, settings.seed),
-        settings.sampling_key(),
-        settings.seed,
-        settings.n,
-        {"placement": place} if place else {},
+        ckpt_hash, task_name(spec, settings.n, settings.seed), settings.sampling_key(), settings.seed, settings.n, extra
     )
 
 
@@ -111,10 +112,14 @@ class CheckpointRef:
     hash: str  # content hash (config, weights, tokenizer)
     condition: str | None  # the card's condition
     paper_condition: str | None  # the paper's Table-1 row it corresponds to (None: none)
+    fmt: tuple = ()  # the page's text-format settings ((name, value) pairs) applied to it
+    fmt_key: dict | None = field(default=None, compare=False, hash=False)  # their RunKey form
 
 
-def checkpoint_ref(label: str, path: str | Path) -> CheckpointRef:
-    """Identify a checkpoint directory without loading its model (CheckpointError if not one)."""
+def checkpoint_ref(label: str, path: str | Path, fmt: tuple = ()) -> CheckpointRef:
+    """Identify a checkpoint directory without loading its model (CheckpointError if not one).
+    `fmt`: the page's prompt and marker settings; they apply to a text-format checkpoint only (its
+    tokenizer is read to know), whose runs are then keyed by them."""
     p = Path(path).expanduser()
     if not p.is_dir() or not (p / "config.json").is_file():
         raise CheckpointError(f"{p} is not a checkpoint directory (it needs a config.json)")
@@ -128,7 +133,20 @@ def checkpoint_ref(label: str, path: str | Path) -> CheckpointRef:
         card = None
     condition = card.condition if card else None
     paper = next((c for c in (condition, p.name) if c in TABLE1), None)
-    return CheckpointRef(str(label), str(p), h, condition, paper)
+    fmt_key = None
+    if fmt:
+        from ds_core.analysis.evaluate import format_key
+        from ds_core.episodes.formats import format_for
+        from ds_core.episodes.text_format import customized
+        from ds_core.models.checkpoint import load_tokenizer
+
+        tok = load_tokenizer(p)
+        base = format_for(tok)
+        if base.name == "text":
+            fmt_key = format_key(customized(base, tok, **dict(fmt)))
+        else:
+            fmt = ()
+    return CheckpointRef(str(label), str(p), h, condition, paper, tuple(fmt), fmt_key)
 
 
 _EVAL_MEMO: dict[tuple[str, int, int], dict | None] = {}
@@ -285,7 +303,7 @@ def gather(
                 notes.append(f"results store unreadable, serving eval.json only: {e}")
                 store = None
         for spec in sizes:
-            key = run_key_for(ref.hash, spec, settings)
+            key = run_key_for(ref.hash, spec, settings, ref.fmt_key)
             digest = key.digest()
             rec = stored.get(digest)
             base = {
@@ -308,7 +326,7 @@ def gather(
                 continue
             if rec is not None:
                 notes.append(f"{ref.label} {spec.name}: stored run {digest[:12]} has no usable summary; recompute it")
-            rep = eval_json_report(ref, spec, settings)
+            rep = eval_json_report(ref, spec, settings) if ref.fmt_key is None else None  # default prompts only
             if rep is not None and _valid_summary(rep):
                 rows.append({**base, **report_row(rep), "source": "eval.json"})
                 continue
@@ -370,6 +388,10 @@ def compute_missing(
     per_call = max(1, cfg.batch_size // n)  # sizes per evaluate call: about one rollout batch
     for label, sizes in by_ckpt.items():
         ckpt = load(refs[label].path)
+        if refs[label].fmt_key is not None:
+            from ds_core.episodes.text_format import with_text_settings
+
+            ckpt = with_text_settings(ckpt, **dict(refs[label].fmt))
         # one evaluate call (and store write) per group of sizes: a run interrupted half-way
         # (the user changes a control, the server stops) keeps the groups already finished
         for g0 in range(0, len(sizes), per_call):
