@@ -32,17 +32,8 @@ from ui.common import (  # noqa: E402
     text_format_inputs,
     user_errors,
 )
-from ui.services.calibration import (
-    MAX_N,
-    MAX_SEED,
-    CheckpointRef,
-    Settings,
-    checkpoint_ref,
-    compute_missing,
-    gather,
-    missing_episodes,
-    parse_size_list,
-)
+from ui.services.calibration import MAX_N, MAX_SEED, CheckpointRef, Settings, checkpoint_ref, gather, parse_size_list
+from ui.services.calibration_compute import compute_missing, missing_episodes
 from ui.services.calibration_views import calibration_long, paper_frame, percent_view, predicted_observed, table1_frame
 
 SHIPPED = ("base", "sft", "sft_reflection", "rl")

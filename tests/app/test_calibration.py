@@ -20,14 +20,13 @@ from ui.services.calibration import (
     CalibrationInputError,
     Settings,
     checkpoint_ref,
-    compute_missing,
     gather,
-    missing_episodes,
     parse_size_list,
     report_row,
     run_key_for,
     task_name,
 )
+from ui.services.calibration_compute import compute_missing, missing_episodes
 from ui.services.calibration_views import calibration_long, paper_frame, percent_view, predicted_observed, table1_frame
 
 REPO = Path(__file__).resolve().parents[2]
