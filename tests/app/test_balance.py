@@ -382,3 +382,38 @@ def test_charts_build_from_the_service_frames():
         C.dataset_fig(df, metric="nope"),
     ):
         assert not empty.data and empty.layout.annotations
+
+
+def test_dataset_balance_on_a_chat_model(tmp_path, chat_tokenizer):
+    """The dataset view's numbers on a text-format (chat) checkpoint: episodes sampled with the
+    chat template, decisions read by the lexical-marker tagger (the end of turn is STOP); the
+    episodes that reach a verdict are attributed (shares add to 1), the others are counted in a
+    note instead of failing the run."""
+    import torch
+
+    from ds_core.models.checkpoint import Card, save_checkpoint
+    from ds_core.models.model import init_model
+    from ds_core.models.sampling import SamplingConfig
+    from ds_core.store import ResultsStore
+
+    model = init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2)
+    end = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    with torch.no_grad():  # the turn ends after a few tokens, or runs out of budget
+        model.lm_head.weight[end] += 8 * model.lm_head.weight.abs().max()
+    save_checkpoint(tmp_path / "chat", model, chat_tokenizer, Card("chat"))
+    ck = load_checkpoint(tmp_path / "chat")
+    r = BD.dataset_balance(
+        ck,
+        ["2x2"],
+        n=6,
+        objectives=["sft_sum", "surrogate"],
+        store=ResultsStore(tmp_path / "d"),
+        cfg=SamplingConfig(max_new_tokens=20),
+    )
+    f = r.frame
+    assert len(f) > 0 and set(f["objective"]) == {"sft_sum", "surrogate"}
+    assert (f["n_decision"] >= 1).all() and (f["n_sampling"] >= 1).all()
+    assert ((f["share_S"] + f["share_D"] + f["share_O"] - 1).abs() < 1e-4).all()
+    np.testing.assert_allclose(f["ratio_SD"], f["norm_G_S"] / f["norm_G_D"], rtol=1e-9)
+    skipped = f["episode"].nunique() < 6
+    assert any("without decision tokens" in n for n in r.notes) == skipped
