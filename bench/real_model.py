@@ -30,23 +30,9 @@ import time
 from pathlib import Path
 
 import torch
+from attribution import _reset_peak, _status_kb  # bench/attribution.py: the peak-RSS readers
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _status_kb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1])
-    return float("nan")
-
-
-def _reset_peak() -> float:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kb("VmRSS") / 1024
-    except OSError:
-        return _status_kb("VmHWM") / 1024
 
 
 def peak_growth(fn) -> tuple[float, object]:

@@ -110,9 +110,10 @@ def run_key(
 
 def placement_key(model) -> dict | None:
     """{"device": type, "dtype": name} of a model's weights, or None for float32 on the CPU."""
+    from ds_core.models.device import placement
+
     p = next(model.parameters())
-    dev, dt = p.device.type, str(p.dtype).replace("torch.", "")
-    return None if (dev, dt) == ("cpu", "float32") else {"device": dev, "dtype": dt}
+    return placement(p.device.type, p.dtype)
 
 
 def evaluate(

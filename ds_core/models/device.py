@@ -70,10 +70,15 @@ def resolve_dtype(name: str | None, device: str):
     return getattr(torch, name)
 
 
-def current_placement() -> dict | None:
-    """{"device": type, "dtype": name} that load_checkpoint uses now, or None for float32 on the CPU
-    (the same dict as ds_core.analysis.evaluate.placement_key of a model it loads)."""
-    dev = resolve_device(None)
-    dt = str(resolve_dtype(None, dev)).replace("torch.", "")
-    kind = dev.split(":")[0]
+def placement(device_type: str, dtype) -> dict | None:
+    """{"device": type, "dtype": name} for a run's key, or None for float32 on the CPU (the runs
+    every key had before devices were configurable)."""
+    kind, dt = str(device_type).split(":")[0], str(dtype).replace("torch.", "")
     return None if (kind, dt) == ("cpu", "float32") else {"device": kind, "dtype": dt}
+
+
+def current_placement() -> dict | None:
+    """The placement load_checkpoint uses now (the same dict as ds_core.analysis.evaluate.
+    placement_key of a model it loads)."""
+    dev = resolve_device(None)
+    return placement(dev, resolve_dtype(None, dev))
