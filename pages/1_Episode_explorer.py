@@ -20,6 +20,7 @@ from ui.common import (
     chart,
     checkpoint_choices,
     get_checkpoint,
+    max_tokens_input,
     pick_checkpoint,
     sampling_inputs,
     table,
@@ -108,8 +109,9 @@ else:
         help="like 3x5 (multiplication) or 3+4 (addition); 1..12 digits per operand",
     )
 
-s1, s2, s3, s4 = st.columns(4)
+s1, s2, s3, s4, s5 = st.columns(5)
 temperature, top_p, max_attempts, seed = sampling_inputs("ex", (s1, s2, s3, s4))
+max_new = max_tokens_input("ex", s5)
 fmt = text_format_inputs("ex")
 
 controls = None
@@ -119,7 +121,7 @@ with user_errors("Cannot read the problem"):
         controls = {
             "path": ckpt_path,
             "problem": (problem.a, problem.b, problem.op),
-            "cfg": sampling_key(temperature, top_p, max_attempts),
+            "cfg": sampling_key(temperature, top_p, max_attempts, max_new),
             "seed": seed,
             "fmt": fmt,
         }

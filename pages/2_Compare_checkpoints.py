@@ -30,6 +30,7 @@ from ui.common import (
     chart,
     checkpoint_choices,
     get_checkpoint,
+    max_tokens_input,
     pick_checkpoints,
     results_store,
     sampling_inputs,
@@ -160,9 +161,10 @@ with c_prob:
 with c_samp:
     s1, s2 = st.columns(2)
     temperature, top_p, max_attempts, seed = sampling_inputs("cmp", (s1, s2, s1, s2))
+    max_new = max_tokens_input("cmp", st)
 fmt = text_format_inputs("cmp")
 
-cfg_t = (float(temperature), float(top_p), int(max_attempts))
+cfg_t = (float(temperature), float(top_p), int(max_attempts), max_new)  # SamplingConfig's field order
 current = {
     "paths": tuple(paths),
     "source": source_kind,
@@ -199,7 +201,8 @@ labels = list(req["labels"])
 st.markdown(
     f"**Problem:** {problem.display} = {problem.answer} ({_size_note(problem)}) · "
     f"temperature {req['cfg'][0]:g}, top-p {req['cfg'][1]:g}, retry cap {req['cfg'][2]}, "
-    f"seed {req['seed']}"
+    + (f"at most {req['cfg'][3]} new tokens, " if req["cfg"][3] else "")
+    + f"seed {req['seed']}"
 )
 
 # --- 1. sampled episodes ---------------------------------------------------------------------

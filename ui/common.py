@@ -123,6 +123,23 @@ def sampling_inputs(prefix: str, columns) -> tuple[float, float, int, int]:
     return float(temperature), float(top_p), int(max_attempts), int(seed)
 
 
+def max_tokens_input(prefix: str, container) -> int | None:
+    """A cap on an episode's generated tokens (widget key `{prefix}_max_new`); 0 keeps the
+    format's budget (DS-Lens' own format: from the problem; text models: 256 per attempt). Returns
+    None for no cap."""
+    n = container.number_input(
+        "Max new tokens (0: the format's budget)",
+        0,
+        100_000,
+        0,
+        32,
+        key=f"{prefix}_max_new",
+        help="caps the whole episode; a capped episode is flagged 'truncated'. Text models at temperature 1 "
+        "can write until the budget (256 tokens per attempt): a cap keeps a run short",
+    )
+    return int(n) or None
+
+
 def text_format_inputs(prefix: str) -> tuple:
     """The prompt and marker settings of a text-format checkpoint (any LM without DS-Lens'
     [STOP]/[RESAMPLE] tokens), in a collapsed expander. Returns the changed settings as sorted

@@ -94,7 +94,7 @@ class SpecialTokenTagger:
 
 
 SPANS = ("marker", "sentence")
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n|\d")
 DEFAULT_RESAMPLE_MARKERS = ("Let me recompute", "I made a mistake", "I'll go back and check", "Wait")
 DEFAULT_STOP_MARKERS: tuple[str, ...] = ()  # by default the end-of-sequence token is STOP
 
@@ -130,7 +130,7 @@ class LexicalMarkerTagger:
     chat template's end-of-turn token) when `eos_is_stop`, is the STOP decision. Matching is
     case-insensitive on word boundaries; a token is a decision token when its characters overlap
     the decision span: the marker itself (`span="marker"`) or the marker's sentence, up to the next
-    `.`, `!`, `?` or line break (`span="sentence"`, the chat default).
+    `.`, `!`, `?`, line break or digit (`span="sentence"`, the chat default).
     """
 
     name = "lexical_markers"
@@ -153,11 +153,18 @@ class LexicalMarkerTagger:
     @staticmethod
     def _sentence_end(text: str, c1: int) -> int:
         """The end of the sentence a marker ending at c1 starts: just after the next . ! ? (the
-        marker's own trailing punctuation included) or before the next line break."""
+        marker's own trailing punctuation included), or before the next line break or digit (the
+        numbers are the next attempt's work: in "Wait, 12 times 34 is 408." the answer 408 belongs
+        to the revision, not to the decision)."""
         m = _SENTENCE_END.search(text, c1 - 1 if c1 and text[c1 - 1] in ".!?" else c1)
         if m is None:
             return len(text)
-        return m.start() if text[m.start()] == "\n" else m.end()
+        if text[m.start()] in ".!?":
+            return m.end()
+        end = m.start()  # before a line break or digit: without the spaces (a token " 408" is the attempt's)
+        while end > c1 and text[end - 1].isspace():
+            end -= 1
+        return end
 
     def _pattern(self, markers) -> re.Pattern | None:
         if not markers:

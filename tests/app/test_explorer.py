@@ -53,6 +53,9 @@ def atts(rl, ref, episode):
 def test_sampling_config_validates():
     assert ex.sampling_config(0.7, 0.9, 3) == SamplingConfig(temperature=0.7, top_p=0.9, max_attempts=3)
     assert ex.sampling_key(1, 1, 4) == (1.0, 1.0, 4)
+    assert ex.sampling_key(1, 1, 4, 0) == (1.0, 1.0, 4)  # 0: the format's budget
+    assert ex.sampling_key(1, 1, 4, 64) == (1.0, 1.0, 4, 64)
+    assert ex.sampling_config(*ex.sampling_key(1, 1, 4, 64)).max_new_tokens == 64
     for args in (
         (-1, 1, 4),
         (1, 0, 4),
@@ -61,6 +64,7 @@ def test_sampling_config_validates():
         ("hot", 1, 4),
         (math.nan, 1, 4),
         (1e9, 1, 4),
+        (1, 1, 4, -3),
     ):
         with pytest.raises(ex.ExplorerError):
             ex.sampling_config(*args)

@@ -182,9 +182,11 @@ def test_two_chat_models_with_edited_prompt_settings(data_dir, tmp_path, chat_to
         at.text_input(key="cmp_extra").input(str(tmp_path / name)).run()
     at.multiselect(key="cmp_ckpts").set_value(["chat_a", "chat_b"])
     at.number_input(key="cmp_attempts").set_value(1)
+    at.number_input(key="cmp_max_new").set_value(9)  # random models write until the budget
     at.text_input(key="cmp_fmt_instruction").input("Compute {a} {word} {b}.").run()
     at.button(key="cmp_go").click().run()
     assert not at.exception and not at.error, _errors(at)
+    assert "at most 9 new tokens" in " ".join(m.value for m in at.markdown)
     assert [h.value for h in at.header][:2] == ["Sampled episodes", "Teacher-forced on one transcript"]
     from ds_core.models.checkpoint import load_checkpoint
 

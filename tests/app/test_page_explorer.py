@@ -237,6 +237,29 @@ def test_prompt_settings_on_a_chat_model(data_dir, tmp_path, chat_tokenizer):
     assert "<|im_start|>user\nCompute 12 times 34.<|im_end|>" in prompt
 
 
+def test_max_new_tokens_caps_the_episode(data_dir, tmp_path, chat_tokenizer):
+    """A random chat model writes until its budget (256 tokens an attempt); the cap ends it at 7,
+    flagged as truncated, and the cap is part of the run's key."""
+    from ds_core.models.checkpoint import Card, save_checkpoint
+    from ds_core.models.model import init_model
+
+    ck = tmp_path / "chat"
+    save_checkpoint(ck, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("chat"))
+    at = _page()
+    at.session_state["user_checkpoints"] = [str(ck)]
+    at.run()
+    at.selectbox(key="ex_ckpt").select("chat").run()
+    at.number_input(key="ex_attempts").set_value(1).run()
+    at.number_input(key="ex_max_new").set_value(7).run()
+    _run(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    tokens = {m.label: m.value for m in at.metric}["Generated tokens"]
+    assert int(tokens) <= 7
+    if int(tokens) == 7:
+        assert "truncated" in _texts(at, "warning")
+    assert at.session_state["ex_request"]["cfg"] == (1.0, 1.0, 1, 7)
+
+
 def test_attribution_restricted_to_parameter_groups(data_dir):
     """The 'Parameters' spec restricts every figure to those parameters and says so; a spec that
     selects nothing is a message and the page keeps the episode."""

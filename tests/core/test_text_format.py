@@ -108,6 +108,8 @@ def test_a_decision_is_the_markers_sentence(chat_tokenizer):
         ("It is 418, wait no.\nIt is 408.", [RESAMPLE, STOP], [418, 408]),  # mid-sentence, up to the line break
         ("418. I made a mistake. Let me recompute. 408.", [RESAMPLE, STOP], [418, 408]),  # adjacent sentences
         ("It is 408.", [STOP], [408]),  # no marker
+        ("It is 418. Wait, 12 times 34 is 408.", [RESAMPLE, STOP], [418, 408]),  # the revision in the marker's sentence
+        ("It is 418. Wait: 408", [RESAMPLE, STOP], [418, 408]),  # no sentence end at all
     ],
 )
 def test_segmentation_of_hand_written_traces(chat_tokenizer, generated, verdicts, answers):

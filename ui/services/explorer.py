@@ -87,11 +87,14 @@ INPUT_METHODS = {m.label: m.name for m in REGISTERED_INPUT_METHODS.values()}
 IG_DELTA_WARN = 0.1  # warn when IG's |convergence delta| exceeds this share of f(x) - f(baseline)
 
 
-def sampling_config(temperature, top_p, max_attempts) -> SamplingConfig:
+def sampling_config(temperature, top_p, max_attempts, max_new_tokens=None) -> SamplingConfig:
     """The page's SamplingConfig; ExplorerError for values out of range (the page also caps the
-    retry cap at MAX_ATTEMPTS). Cheap: no model code is imported."""
+    retry cap at MAX_ATTEMPTS). `max_new_tokens` None (or 0) keeps the format's per-problem budget.
+    Cheap: no model code is imported."""
     try:
-        cfg = SamplingConfig(temperature=temperature, top_p=top_p, max_attempts=max_attempts)
+        cfg = SamplingConfig(
+            temperature=temperature, top_p=top_p, max_attempts=max_attempts, max_new_tokens=max_new_tokens or None
+        )
     except RolloutError as e:
         raise ExplorerError(str(e)) from None
     if cfg.max_attempts > MAX_ATTEMPTS:
@@ -99,11 +102,12 @@ def sampling_config(temperature, top_p, max_attempts) -> SamplingConfig:
     return cfg
 
 
-def sampling_key(temperature, top_p, max_attempts) -> tuple[float, float, int]:
-    """Validated sampling settings as a plain (temperature, top_p, max_attempts) tuple: the page's
-    cache key."""
-    cfg = sampling_config(temperature, top_p, max_attempts)
-    return cfg.temperature, cfg.top_p, cfg.max_attempts
+def sampling_key(temperature, top_p, max_attempts, max_new_tokens=None) -> tuple:
+    """Validated sampling settings as a plain tuple, the page's cache key: (temperature, top_p,
+    max_attempts), with max_new_tokens appended when the user capped the episode's length."""
+    cfg = sampling_config(temperature, top_p, max_attempts, max_new_tokens)
+    key = (cfg.temperature, cfg.top_p, cfg.max_attempts)
+    return key if cfg.max_new_tokens is None else (*key, cfg.max_new_tokens)
 
 
 def warm_up() -> None:
