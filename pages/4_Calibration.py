@@ -26,6 +26,7 @@ from ui.common import (  # noqa: E402
     chart,
     checkpoint_choices,
     get_checkpoint,
+    max_tokens_input,
     pick_checkpoints,
     results_store,
     table,
@@ -100,6 +101,7 @@ n = int(
 )
 seed = int(c4.number_input("Seed", min_value=0, max_value=MAX_SEED, value=0, step=1, key="cal_seed"))
 temperature = float(c5.number_input("Temperature", min_value=0.0, max_value=5.0, value=1.0, step=0.1, key="cal_temp"))
+max_new = max_tokens_input("cal", c6)
 fmt = text_format_inputs("cal")
 interval = c6.radio("Accuracy interval", ["Wald (paper)", "Wilson"], key="cal_interval", horizontal=True)
 interval_key = "wald" if interval.startswith("Wald") else "wilson"
@@ -125,7 +127,7 @@ if not paths:
 grid = None
 with user_errors("Cannot show this request"):
     sizes = parse_size_list(sizes_text)
-    settings = Settings(n=n, seed=seed, temperature=temperature)
+    settings = Settings(n=n, seed=seed, temperature=temperature, max_new_tokens=max_new)
     labels = {v: k for k, v in checkpoint_choices().items()}
     refs: list[CheckpointRef] = []
     for p in paths:

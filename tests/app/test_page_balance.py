@@ -136,3 +136,44 @@ def test_bad_input_is_a_message_and_compute_is_stored(data_dir, tiny):
     assert any("no KL reference" in c.value for c in at.caption)  # tiny has no parent
     run(at)
     assert any("From the results store" in c.value for c in at.caption)
+
+
+def test_dataset_view_on_a_chat_model_with_its_own_settings(data_dir, tmp_path, chat_tokenizer):
+    """The dataset view computes on a text-format (chat) model with the sampling and prompt
+    settings picked on the page, stores the result under them and reads it back; other settings
+    are another result."""
+    ck = tmp_path / "chat"
+    save_checkpoint(ck, init_model(chat_tokenizer, "qwen2", hidden=32, layers=1, heads=2), chat_tokenizer, Card("chat"))
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["user_checkpoints"] = [str(ck)]
+    run(at)
+    run(at.radio(key="balance_view").set_value("Dataset distributions"))
+    run(at.radio(key="data_source").set_value("compute / results store"))
+    run(at.selectbox(key="data_ck").set_value("chat"))
+    run(at.text_input(key="data_sizes").input("1+1"))
+    run(at.number_input(key="data_n").set_value(2))
+    run(at.multiselect(key="data_objectives").set_value(["sft_sum"]))
+    run(at.number_input(key="data_attempts").set_value(1))
+    run(at.number_input(key="data_max_new").set_value(6))
+    run(at.text_input(key="data_fmt_instruction").input("Compute {a} {word} {b}."))
+    assert any("Not in the results store yet" in i.value for i in at.info)
+    run(at.button(key="data_compute").click())
+    assert not at.error, [e.value for e in at.error]
+    assert any("Computed" in s.value and "stored" in s.value for s in at.success)
+    run(at)
+    assert any("From the results store" in c.value for c in at.caption)
+    # the stored result is the one for these settings: its episodes were capped at 6 tokens
+    from ds_core.analysis.balance.dataset import run_key_extra, stored_dataset
+    from ds_core.models.sampling import SamplingConfig
+    from ui.common import results_store
+    from ui.services.calibration import checkpoint_ref
+
+    fmt = (("instruction", "Compute {a} {word} {b}."),)
+    extra = run_key_extra(checkpoint_ref("chat", ck, fmt).fmt_key)
+    cfg = SamplingConfig(max_attempts=1, max_new_tokens=6)
+    res = stored_dataset(results_store(), ck, "1+1", 2, ("sft_sum",), 0, cfg, extra)
+    assert res is not None and len(res.frame) + len(res.notes) >= 1
+    assert stored_dataset(results_store(), ck, "1+1", 2, ("sft_sum",), 0, cfg) is None  # default prompt: not run
+    # the default instruction is another run: not stored yet
+    run(at.text_input(key="data_fmt_instruction").input("What is {a} {word} {b}?"))
+    assert any("Not in the results store yet" in i.value for i in at.info)

@@ -141,3 +141,16 @@ def test_prompt_settings_leave_ds_checkpoints_on_their_shipped_numbers(data_dir)
     assert not at.exception and not at.error
     t1 = _table1(at)
     assert t1.at["rl", "source"] == "eval.json" and t1.at["base", "3x3"] == "93 (88–98)"
+
+
+def test_max_new_tokens_is_its_own_run(data_dir):
+    """A cap on the episode's tokens samples other episodes: eval.json is not served for it, the
+    computed run is stored under the capped sampling key."""
+    at = _request(_page().run(), ["rl"], "3x3", 2)
+    assert _table1(at).at["rl", "source"] == "missing"  # n = 2: not eval.json's n
+    at.number_input(key="cal_max_new").set_value(5).run()
+    at.button(key="cal_compute").click().run()
+    assert not at.exception and not at.error
+    assert _table1(at).at["rl", "source"] == "computed"
+    (run,) = ResultsStore(data_dir).list_runs()
+    assert run.key.sampling["max_new_tokens"] == 5

@@ -75,8 +75,22 @@ def shipped(path: str, mtime: float) -> B.Shipped:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def stored_dataset(path: str, digest: str, sizes: str, n: int, objectives: tuple):
-    return BD.stored_dataset(results_store(), path, sizes, n, objectives)
+def stored_dataset(
+    path: str, digest: str, sizes: str, n: int, objectives: tuple, seed: int = 0, cfg: tuple = (), fmt: tuple = ()
+):
+    """The stored dataset result for these settings: `cfg` SamplingConfig's fields in order (()
+    the defaults), `fmt` the page's prompt settings (ui.common.text_format_inputs)."""
+    from ds_core.models.device import current_placement
+    from ui.services.calibration import checkpoint_ref
+
+    extra = BD.run_key_extra(checkpoint_ref(path, path, fmt).fmt_key if fmt else None, current_placement())
+    return BD.stored_dataset(results_store(), path, sizes, n, objectives, seed, sampling_of(cfg), extra)
+
+
+def sampling_of(cfg: tuple):
+    from ds_core.models.sampling import SamplingConfig
+
+    return SamplingConfig(*cfg)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

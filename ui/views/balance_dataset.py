@@ -10,13 +10,24 @@ import ds_core.analysis.balance.dataset as BD
 from ds_core.models.checkpoint import content_hash
 from ds_core.objectives import DEFAULT_OBJECTIVES
 from ui.charts import balance as C
-from ui.common import chart, get_checkpoint, pick_checkpoint, results_store, table
+from ui.common import (
+    chart,
+    get_checkpoint,
+    max_tokens_input,
+    pick_checkpoint,
+    results_store,
+    sampling_inputs,
+    table,
+    text_format_inputs,
+)
+from ui.services.episodes import with_prompt_settings
 from ui.views.balance_common import (
     dataset_figure,
     errors,
     fmt,
     load_shipped_or_none,
     objective_label,
+    sampling_of,
     shipped_caption,
     stored_dataset,
     stored_or_compute,
@@ -25,7 +36,8 @@ from ui.views.balance_common import (
 
 def render() -> None:
     st.markdown(
-        "Sampled episodes (temperature 1, up to 4 attempts, the fixed test sets) attributed under "
+        "Sampled episodes of the fixed test sets (shipped: temperature 1, up to 4 attempts; computed: the "
+        "sampling and prompt settings you pick) attributed under "
         "each objective (`attribute_dataset`): one ratio per episode and objective, stratified by "
         "the **outcome** of the first attempt (correct_kept: correct then STOP; wrong_revised: "
         "wrong then RESAMPLE; wrong_kept; correct_changed). Surrogate advantage +1 for a correct "
@@ -54,11 +66,23 @@ def render() -> None:
                     format_func=objective_label,
                 )
             )
+            sc = st.columns(5)
+            temperature, top_p, attempts, seed = sampling_inputs("data", sc[:4])
+            cfg = (temperature, top_p, attempts, max_tokens_input("data", sc[4]))
+            fmt_settings = text_format_inputs("data")
+            sampling_of(cfg)  # validates the settings
             if path and objs:
                 res = stored_or_compute(
-                    lambda: stored_dataset(path, content_hash(path), sizes, n, objs),
+                    lambda: stored_dataset(path, content_hash(path), sizes, n, objs, seed, cfg, fmt_settings),
                     lambda cb: BD.dataset_balance(
-                        get_checkpoint(path), sizes, n, objs, store=results_store(), progress=cb
+                        with_prompt_settings([get_checkpoint(path)], fmt_settings)[0],
+                        sizes,
+                        n,
+                        objs,
+                        store=results_store(),
+                        seed=seed,
+                        cfg=sampling_of(cfg),
+                        progress=cb,
                     ),
                     stored_dataset,
                     "data_compute",

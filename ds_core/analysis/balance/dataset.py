@@ -36,11 +36,14 @@ DATASET_SIZES = ("3x3", "3x4", "3x6")
 DATASET_N = 20
 
 
-def dataset_key(model_hash: str, ref_hash: str | None, sizes, n: int, objectives, seed: int = 0, cfg=None) -> dict:
-    """The results-store key of a dataset-level balance result."""
+def dataset_key(
+    model_hash: str, ref_hash: str | None, sizes, n: int, objectives, seed: int = 0, cfg=None, extra=None
+) -> dict:
+    """The results-store key of a dataset-level balance result. `extra`: the evaluation runs'
+    RunKey.extra (an edited prompt, a GPU or half precision), which sample other episodes."""
     from ds_core.attribution.result import RESULT_VERSION
 
-    return {
+    return ({"extra": dict(extra)} if extra else {}) | {
         "version": VERSION,
         "attribution_version": RESULT_VERSION,
         "checkpoint": model_hash,
@@ -116,7 +119,7 @@ def dataset_balance(
         progress=phase_progress(progress, 0.1, 1.0, "attributing (episode x objective)"),
     )
     frame = attach_checkpoint(res.frame, Path(str(ckpt.path)).name)
-    settings = dataset_key(ckpt.hash, getattr(ref, "hash", None), sizes, n, objectives, seed, cfg)
+    settings = dataset_key(ckpt.hash, getattr(ref, "hash", None), sizes, n, objectives, seed, cfg, run_extra(ckpt))
     out = BalanceResult(
         "dataset",
         Path(str(ckpt.path)).name,
@@ -136,6 +139,17 @@ def dataset_balance(
     if progress:
         progress(1.0, "done")
     return out
+
+
+def run_extra(ckpt) -> dict:
+    """The RunKey.extra of the checkpoint's evaluation runs: its edited text format, its placement."""
+    from ds_core.analysis.evaluate import format_key, placement_key
+
+    return run_key_extra(format_key(ckpt.format), placement_key(ckpt.model))
+
+
+def run_key_extra(fmt_key: dict | None = None, placement: dict | None = None) -> dict:
+    return ({"format": fmt_key} if fmt_key else {}) | ({"placement": placement} if placement else {})
 
 
 def _episodes_without_store(ckpt, sizes, n, cfg, seed):
@@ -160,14 +174,21 @@ def _episodes_without_store(ckpt, sizes, n, cfg, seed):
 
 
 def stored_dataset(
-    store, path, sizes=DATASET_SIZES, n: int = DATASET_N, objectives=DEFAULT_OBJECTIVES, seed: int = 0, cfg=None
+    store,
+    path,
+    sizes=DATASET_SIZES,
+    n: int = DATASET_N,
+    objectives=DEFAULT_OBJECTIVES,
+    seed: int = 0,
+    cfg=None,
+    extra=None,
 ) -> BalanceResult | None:
     """The dataset-level result for the checkpoint at `path` from the store, or None (no model is
-    loaded: the key uses content hashes)."""
+    loaded: the key uses content hashes; `extra` as dataset_key's, e.g. run_key_extra(fmt_key))."""
     from ds_core.models.checkpoint import content_hash
 
     key = dataset_key(
-        content_hash(path), default_ref_hash(path), sizes, validate_n(n, "n", 1000), objectives, seed, cfg
+        content_hash(path), default_ref_hash(path), sizes, validate_n(n, "n", 1000), objectives, seed, cfg, extra
     )
     blob = store.get_blob(DATASET_KIND, key)
     return None if blob is None else result_from_blob(blob, "store", dataset_summary)
