@@ -146,3 +146,72 @@ def test_browser_explorer_runs_smollm2(data_with_model, tmp_path):
         page.get_by_text(NAME).first.wait_for(timeout=60_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.get_by_text("Every figure below covers").first.wait_for(timeout=600_000)
+
+
+# --- the other sampling pages on the real model ----------------------------------------------------
+def _errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_compare_page_on_smollm2(data_with_model, tmp_path, smollm2):
+    """Compare: SmolLM2 beside a small random Llama with SmolLM2's own tokenizer (checkpoints that
+    share a tokenizer): both sample, the transcript is teacher-forced through both, attributed."""
+    from streamlit.testing.v1 import AppTest
+
+    from ds_core.models.checkpoint import Card, load_tokenizer, save_checkpoint
+    from ds_core.models.model import init_model
+
+    tok = load_tokenizer(smollm2)
+    save_checkpoint(tmp_path / "tiny_smol", init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card("tiny"))
+    at = AppTest.from_file(str(REPO / "pages" / "2_Compare_checkpoints.py"), default_timeout=600).run()
+    at.text_input(key="cmp_extra").input(str(tmp_path / "tiny_smol")).run()
+    at.multiselect(key="cmp_ckpts").set_value([NAME, "tiny_smol"])
+    at.number_input(key="cmp_attempts").set_value(1)
+    at.number_input(key="cmp_temp").set_value(0.3)
+    at.number_input(key="cmp_max_new").set_value(64)
+    at.button(key="cmp_go").click().run()
+    assert not at.exception and not at.error, _errors(at)
+    heads = [h.value for h in at.header]
+    assert heads[:2] == ["Sampled episodes", "Teacher-forced on one transcript"], heads
+    assert "at most 64 new tokens" in " ".join(m.value for m in at.markdown)
+    assert any("ratio_SD" in d.value.columns for d in at.dataframe)  # the attribution comparison
+
+
+def test_calibration_page_on_smollm2(data_with_model):
+    """Calibration computes p_s, p_d|C, p_d|W of SmolLM2 from its segmentation, with progress."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages" / "4_Calibration.py"), default_timeout=900).run()
+    at.multiselect(key="cal_ckpts").set_value([NAME])
+    at.text_input(key="cal_sizes").input("1+1")
+    at.number_input(key="cal_n").set_value(2)
+    at.number_input(key="cal_temp").set_value(0.3)
+    at.number_input(key="cal_max_new").set_value(96).run()
+    assert not at.exception and not at.error, _errors(at)
+    at.button(key="cal_compute").click().run()
+    assert not at.exception and not at.error, _errors(at)
+    assert any("Computed and stored 1 runs" in s.value for s in at.success)
+    long = [d.value for d in at.dataframe if "quantity" in d.value.columns][0]
+    assert set(long["quantity"]) == {"p_s", "p_dC", "p_dW"}
+
+
+def test_balance_dataset_view_on_smollm2(data_with_model):
+    """The dataset view of Gradient balance computes and stores SmolLM2's ratio distribution."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages" / "5_Gradient_balance.py"), default_timeout=900).run()
+    at.radio(key="balance_view").set_value("Dataset distributions").run()
+    at.radio(key="data_source").set_value("compute / results store").run()
+    at.selectbox(key="data_ck").set_value(NAME)
+    at.text_input(key="data_sizes").input("1+1")
+    at.number_input(key="data_n").set_value(1)
+    at.multiselect(key="data_objectives").set_value(["sft_sum", "surrogate"])
+    at.number_input(key="data_attempts").set_value(1)
+    at.number_input(key="data_temp").set_value(0.3)
+    at.number_input(key="data_max_new").set_value(96).run()
+    assert not at.exception and not at.error, _errors(at)
+    at.button(key="data_compute").click().run()
+    assert not at.exception and not at.error, _errors(at)
+    assert any("Computed" in s.value and "stored" in s.value for s in at.success)
+    at.run()
+    assert any("From the results store" in c.value for c in at.caption)
