@@ -6,6 +6,8 @@ Design notes: docs/DESIGN.md, section `ui.services.calibration`.
 
 from __future__ import annotations
 
+import functools
+
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,20 +135,24 @@ def checkpoint_ref(label: str, path: str | Path, fmt: tuple = ()) -> CheckpointR
         card = None
     condition = card.condition if card else None
     paper = next((c for c in (condition, p.name) if c in TABLE1), None)
-    fmt_key = None
-    if fmt:
-        from ds_core.analysis.evaluate import format_key
-        from ds_core.episodes.formats import format_for
-        from ds_core.episodes.text_format import customized
-        from ds_core.models.checkpoint import load_tokenizer
-
-        tok = load_tokenizer(p)
-        base = format_for(tok)
-        if base.name == "text":
-            fmt_key = format_key(customized(base, tok, **dict(fmt)))
-        else:
-            fmt = ()
+    fmt_key = _format_key(str(p), h, tuple(fmt)) if fmt else None
+    if fmt_key is None:
+        fmt = ()
     return CheckpointRef(str(label), str(p), h, condition, paper, tuple(fmt), fmt_key)
+
+
+@functools.lru_cache(maxsize=64)
+def _format_key(path: str, digest: str, fmt: tuple) -> dict | None:
+    """The RunKey form of `fmt` applied to the checkpoint's text format (None for a DS-format
+    checkpoint). Reads the tokenizer once per (path, content hash, settings): a page reruns often."""
+    from ds_core.analysis.evaluate import format_key
+    from ds_core.episodes.formats import format_for
+    from ds_core.episodes.text_format import customized
+    from ds_core.models.checkpoint import load_tokenizer
+
+    tok = load_tokenizer(path)
+    base = format_for(tok)
+    return format_key(customized(base, tok, **dict(fmt))) if base.name == "text" else None
 
 
 _EVAL_MEMO: dict[tuple[str, int, int], dict | None] = {}
