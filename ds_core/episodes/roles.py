@@ -65,7 +65,7 @@ class SpecialTokenTagger:
 
     def tag(self, token_ids, prompt_len, tokenizer) -> TagResult:
         dec = self.ids(tokenizer)
-        other = {i for i in (_special(tokenizer, "eos_token_id"),) if i is not None}
+        other = end_of_turn_ids(tokenizer)  # eos and the generation config's end ids
         odd = {
             i
             for i in (

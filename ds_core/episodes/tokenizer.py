@@ -49,16 +49,39 @@ def decision_token_ids(tokenizer) -> dict[str, int] | None:
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
 
 
+GENERATION_EOS_ATTR = "_ds_lens_generation_eos"  # the generation config's eos ids, kept on the tokenizer
+
+
+def register_generation_config(tokenizer, generation_config) -> None:
+    """Record a model's generation-config eos ids (e.g. `<|endoftext|>` where the tokenizer's eos
+    is `<|im_end|>`) on its tokenizer. load_checkpoint and rollout call it, so the rollout that
+    stops on these ids and the parser that reads them as the end of the turn use one set."""
+    gen = getattr(generation_config, "eos_token_id", None)
+    if gen is None:
+        return
+    new = {int(x) for x in (gen if isinstance(gen, (list, tuple)) else [gen]) if x is not None}
+    have = getattr(tokenizer, GENERATION_EOS_ATTR, frozenset())
+    if not new <= have:
+        try:
+            setattr(tokenizer, GENERATION_EOS_ATTR, frozenset(have | new))
+        except AttributeError:  # a tokenizer that takes no attributes: only calls that pass the config know
+            pass
+
+
 def end_of_turn_ids(tokenizer, generation_config=None) -> set[int]:
-    """Token ids that end a generation: eos, the generation config's eos ids (a list for chat
-    models), and the known end-of-turn tokens the tokenizer has as special tokens."""
-    ids: set[int] = set()
+    """Token ids that end a generation (the one definition of the end of a turn, used by the
+    rollout and every parser): eos, the generation config's eos ids (a list for chat models;
+    recorded on the tokenizer by register_generation_config, or passed here, which records them),
+    and the known end-of-turn tokens the tokenizer has as special tokens."""
+    if generation_config is not None:
+        register_generation_config(tokenizer, generation_config)
+    ids: set[int] = set(getattr(tokenizer, GENERATION_EOS_ATTR, ()))
+    gen = getattr(generation_config, "eos_token_id", None)
+    if gen is not None:
+        ids.update(int(x) for x in (gen if isinstance(gen, (list, tuple)) else [gen]) if x is not None)
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is not None:
         ids.add(int(eos))
-    gen = getattr(generation_config, "eos_token_id", None)
-    if gen is not None:
-        ids.update(int(x) for x in (gen if isinstance(gen, (list, tuple)) else [gen]))
     # special tokens only, looked up one by one: get_vocab() builds the whole vocabulary (~37 ms
     # for a 49k one) and this runs for every parsed episode
     special = set(getattr(tokenizer, "all_special_tokens", ()) or ())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ds_core import __version__
 from ds_core.episodes.formats import format_for
+from ds_core.episodes.tokenizer import register_generation_config
 from ds_core.errors import UserError
 from ds_core.paths import REPO_ROOT, SHIPPED_DIR
 from ds_core.store.jsonio import to_jsonable
@@ -275,6 +276,7 @@ def load_checkpoint(
     if dev != "cpu":
         model.to(dev)
     model.eval()
+    register_generation_config(tokenizer, getattr(model, "generation_config", None))
     card = read_card(path)
     return Checkpoint(path, model, tokenizer, card, content_hash(path), format_for(tokenizer))
 

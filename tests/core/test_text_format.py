@@ -223,3 +223,48 @@ def test_explore_command_on_a_ds_and_a_chat_checkpoint(chat_tokenizer, tmp_path,
     )
     text = capsys.readouterr().out
     assert "text format" in text and "kl_k3" in text and "skipped" in text
+
+
+def _tokenizer_with_own_end():
+    """A chat tokenizer plus a token only the generation config calls end-of-sequence."""
+    from conftest import CHATML, build_bpe_tokenizer
+
+    tok = build_bpe_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|eoa|>"]})
+    tok.chat_template = CHATML
+    return tok, tok.convert_tokens_to_ids("<|eoa|>")
+
+
+@pytest.mark.parametrize("kind", ["text", "ds"])
+def test_generation_config_end_ids_are_stop_for_rollout_and_parser(tmp_path, kind, char_tokenizer):
+    """One definition of the end of a turn: a model whose generation_config lists an eos id the
+    tokenizer does not (e.g. <|endoftext|> where eos is <|im_end|>) stops on it in the rollout, and
+    the parser (after load_checkpoint, and on stored ids) reads it as the end, never as
+    missing_decision / unexpected_token."""
+    from ds_core.episodes.tokenizer import GENERATION_EOS_ATTR, build_tokenizer
+    from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+
+    if kind == "text":
+        tok, end = _tokenizer_with_own_end()
+    else:  # DS-Lens' own format: the generation config may name the pad token as an end
+        tok = build_tokenizer()
+        end = tok.pad_token_id
+    model = init_model(tok, "qwen2" if kind == "text" else "llama", hidden=32, layers=1, heads=2)
+    model.generation_config.eos_token_id = [tok.eos_token_id, end]
+    save_checkpoint(tmp_path / "m", model, tok, Card("m"))
+    ck = load_checkpoint(tmp_path / "m")
+    assert end in end_of_turn_ids(ck.tokenizer) and GENERATION_EOS_ATTR in vars(ck.tokenizer)
+    prompt = ck.format.prompt_ids(ck.tokenizer, P)
+    body = ck.tokenizer.encode("It is 408.", add_special_tokens=False)
+    ep = ck.format.parse(P, prompt + body + [end], len(prompt), ck.tokenizer)
+    assert "unexpected_token" not in ep.flags
+    if kind == "text":
+        assert [d.verdict for d in ep.decisions] == [STOP] and not ep.flags and ep.correct
+    # the rollout stops on it and the episode it returns is parsed the same way
+    with torch.no_grad():
+        ck.model.lm_head.weight[end] += 50 * ck.model.lm_head.weight.abs().max()
+    (ep2,) = rollout(ck.model, ck.tokenizer, ck.format, [P], SamplingConfig(max_new_tokens=20), seed=0)
+    assert ep2.token_ids[-1] == end and len(ep2.generated_ids) < 20
+    assert "unexpected_token" not in ep2.flags and "truncated" not in ep2.flags
+    if kind == "text":
+        assert [d.verdict for d in ep2.decisions] == [STOP]
