@@ -124,6 +124,38 @@ def test_jsonl_bad_lines_are_row_errors():
     assert "a number" in errs[8]
 
 
+def test_line_separators_inside_strings_do_not_split_rows():
+    """U+2028/U+2029 (and other str.splitlines separators) inside a JSON string or a CSV field are
+    text, not line ends: rows split on \\n and \\r\\n only, with their line numbers kept."""
+    body = '{"prompt": "12*34\u2028note"}\n{"prompt": "5\u2029*6", "expected": 30}\r\n{"prompt": "7\x85*8"}\n'
+    ps = up.read_upload("p.jsonl", body.encode())
+    assert [(r.row, r.prompt) for r in ps.rows] == [(1, "12*34\u2028note"), (2, "5\u2029*6"), (3, "7\x85*8")]
+    assert not ps.errors and ps.rows[1].given == "30"
+    csv_ps = up.read_upload("p.csv", "prompt,expected\r\n12*34\u2028x,408\r\n5*6,30\r\n".encode())
+    assert [(r.row, r.prompt) for r in csv_ps.rows] == [(2, "12*34\u2028x"), (3, "5*6")]
+    txt = up.read_upload("p.txt", "1*2\u20283*4\x0c\x1c!\n5*6\n".encode())
+    assert [(r.row, r.prompt) for r in txt.rows] == [(1, "1*2\u20283*4\x0c\x1c!"), (2, "5*6")]
+    assert up.detect_format("x", "\u2028\n{\"prompt\": 1}") == "jsonl"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "txt"])
+@pytest.mark.parametrize("length", [up.MAX_ROW_CHARS + 1, 200_000])
+def test_an_over_long_row_is_a_row_error(fmt, length):
+    """One very long row (under the csv module's field limit or over it) is that row's error; the
+    rows around it are read."""
+    big = "9" * length
+    if fmt == "csv":
+        data = f'prompt\n12*34\n"{big}"\n5*6\n'
+    elif fmt == "jsonl":
+        data = f'{{"prompt": "12*34"}}\n{{"prompt": "{big}"}}\n{{"prompt": "5*6"}}\n'
+    else:
+        data = f"12*34\n{big}\n5*6\n"
+    ps = up.read_upload(f"p.{fmt}", data.encode())
+    assert [r.prompt for r in ps.rows] == ["12*34", "5*6"]
+    (err,) = ps.errors
+    assert err.row == (3 if fmt == "csv" else 2) and "limit" in err.error and len(err.to_dict()["prompt"]) < 100
+
+
 def test_json_list_and_sniffing():
     ps = up.read_upload("p.json", b'["123*456", {"prompt": "7*8"}, 3]')
     assert [r.prompt for r in ps.rows] == ["123*456", "7*8"] and [e.row for e in ps.errors] == [3]

@@ -20,6 +20,7 @@ from ds_core.episodes.tasks import Problem, TaskError, parse_prompt
 
 MAX_BYTES = 1_000_000
 MAX_ROWS = 500
+MAX_ROW_CHARS = 10_000  # a longer row is that row's error, not the file's
 PREVIEW_CHARS = 80
 FORMATS = ("csv", "jsonl", "json", "txt")
 EXTENSIONS = {
@@ -124,8 +125,21 @@ def _check_rows(n: int, source: str) -> None:
         raise UploadError(f"{source} has {n:,} non-empty rows; the limit is {MAX_ROWS}. Split it into smaller files.")
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines split on \\n and \\r\\n only: not on U+2028/U+2029, form feeds or the other
+    separators str.splitlines knows, which may sit inside a JSON string."""
+    lines = text.split("\n")
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
 def _lines(text: str) -> list[tuple[int, str]]:
-    return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    return [(i, ln) for i, ln in enumerate(split_lines(text), 1) if ln.strip()]
+
+
+def _too_long(line: int, text: str) -> RowError | None:
+    if len(text) <= MAX_ROW_CHARS:
+        return None
+    return RowError(line, _preview(text), f"the row is {len(text):,} characters; the limit is {MAX_ROW_CHARS:,}")
 
 
 def _given(v) -> str | None:
@@ -147,7 +161,9 @@ def read_text(text: str, source: str = "pasted text") -> PromptSet:
     if not lines:
         raise UploadError(f"{source} has no prompts (every line is blank)")
     _check_rows(len(lines), source)
-    return PromptSet(source, "txt", tuple(PromptRow(i, ln.strip()) for i, ln in lines))
+    errors = tuple(e for i, ln in lines if (e := _too_long(i, ln)) is not None)
+    rows = tuple(PromptRow(i, ln.strip()) for i, ln in lines if len(ln) <= MAX_ROW_CHARS)
+    return PromptSet(source, "txt", rows, errors)
 
 
 def _find(keys: Sequence[str], names: Sequence[str]) -> int | None:
@@ -169,31 +185,51 @@ def _parses(text: str) -> bool:
 def read_csv(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
     sample = text[:8192]
     delimiter = ","
-    first = sample.splitlines()[0] if sample.splitlines() else ""
+    first = split_lines(sample)[0]
     if "\t" in first and "," not in first:
         delimiter = "\t"
     elif ";" in first and "," not in first:
         delimiter = ";"
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     records: list[tuple[int, list[str]]] = []
-    try:
-        line = 1
-        for rec in reader:
-            if any(c.strip() for c in rec):
-                records.append((line, rec))
-                if len(records) > MAX_ROWS + 1:  # +1: a header
-                    raise UploadError(
-                        f"{source} has more than {MAX_ROWS} non-empty rows; the limit "
-                        f"is {MAX_ROWS}. Split it into smaller files."
+    long_rows: list[RowError] = []
+    line = 1
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            if "field larger than field limit" in str(e):  # one over-long row: its error, then go on
+                long_rows.append(
+                    RowError(
+                        line,
+                        "(not shown)",
+                        f"a field over {csv.field_size_limit():,} characters; the limit is {MAX_ROW_CHARS:,} a row",
                     )
-            line = reader.line_num + 1
-    except csv.Error as e:
-        raise UploadError(
-            f"{source} is not a well-formed CSV file: {e} (near line {reader.line_num}); "
-            f"quote fields that contain the delimiter, or upload a TXT file with one "
-            f"problem per line"
-        ) from None
+                )
+                line = reader.line_num + 1
+                continue
+            raise UploadError(
+                f"{source} is not a well-formed CSV file: {e} (near line {reader.line_num}); "
+                f"quote fields that contain the delimiter, or upload a TXT file with one "
+                f"problem per line"
+            ) from None
+        if any(c.strip() for c in rec):
+            width = sum(len(c) for c in rec) + len(rec) - 1
+            if width > MAX_ROW_CHARS:
+                long_rows.append(_too_long(line, delimiter.join(rec)))
+            else:
+                records.append((line, rec))
+            if len(records) > MAX_ROWS + 1:  # +1: a header
+                raise UploadError(
+                    f"{source} has more than {MAX_ROWS} non-empty rows; the limit "
+                    f"is {MAX_ROWS}. Split it into smaller files."
+                )
+        line = reader.line_num + 1
     if not records:
+        if long_rows:
+            raise UploadError(f"{source} has no rows under {MAX_ROW_CHARS:,} characters")
         raise UploadError(f"{source} has no rows")
     header = records[0][1]
     col = _find(PROMPT_KEYS, header)
@@ -218,7 +254,7 @@ def read_csv(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -
     if not body:
         raise UploadError(f"{source} has a header but no data rows")
     _check_rows(len(body), source)
-    rows, errors = [], []
+    rows, errors = [], list(long_rows)
     for line, rec in body:
         if col >= len(rec) or not rec[col].strip():
             errors.append(RowError(line, delimiter.join(rec), "no prompt in this row's prompt column"))
@@ -259,6 +295,9 @@ def read_jsonl(text: str, source: str = "the file", notes: tuple[str, ...] = ())
     _check_rows(len(lines), source)
     rows, errors = [], []
     for i, ln in lines:
+        if (long := _too_long(i, ln)) is not None:
+            errors.append(long)
+            continue
         try:
             obj = json.loads(ln)
         except (ValueError, RecursionError) as e:
@@ -302,7 +341,7 @@ def detect_format(name: str, text: str) -> str:
     ext = PurePath(name or "").suffix.lower()
     if ext in EXTENSIONS:
         return EXTENSIONS[ext]
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = next((ln.strip() for ln in split_lines(text) if ln.strip()), "")
     if first.startswith("{"):
         return "jsonl"
     if first.startswith("["):
