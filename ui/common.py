@@ -20,6 +20,7 @@ from ds_core.models.checkpoint import Checkpoint, CheckpointError, content_hash,
 from ds_core.models.real_model import models_dir
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import ResultsStore, default_data_dir
+from ds_core.store.csvio import to_csv
 from ui.services.explorer import MAX_ATTEMPTS as MAX_PAGE_ATTEMPTS  # the pages' cap on the retry cap
 
 log = logging.getLogger("ds_lens.app")
@@ -195,7 +196,7 @@ def table(df: pd.DataFrame, name: str, key: str | None = None, container=st, **k
     container.dataframe(df, hide_index=True, width="stretch", **kw)
     container.download_button(
         f"Download {name} (CSV)",
-        df.to_csv(index=False).encode(),
+        to_csv(df).encode(),  # formula-leading cells neutralised (ds_core.store.csvio)
         file_name=f"{_slug(name)}.csv",
         mime="text/csv",
         key=key or f"dl_{_slug(name)}",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ds_core.models.sampling import SamplingConfig
+from ds_core.store.csvio import to_csv
 
 
 def set_threads(threads: int) -> None:
@@ -224,7 +225,7 @@ def attribute_cmd(args) -> int:
         "'all' rows pool sizes/outcomes"
     )
     if args.out:
-        result.frame.to_csv(Path(args.out).expanduser(), index=False)
+        to_csv(result.frame, Path(args.out).expanduser())
         print(f"wrote {len(result.frame)} rows to {args.out}")
     return 0
 

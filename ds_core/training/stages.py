@@ -10,7 +10,6 @@ budget to seconds (tests use it; CI never trains the real thing).
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from ds_core.models.model import init_model, n_params
 from ds_core.models.rollout import rollout
 from ds_core.models.sampling import SamplingConfig
 from ds_core.paths import SHIPPED_DIR
+from ds_core.store.csvio import write_rows
 from ds_core.training.grpo import GRPOConfig, train_grpo
 from ds_core.training.recipes import RECIPES
 from ds_core.training.sft import SFTConfig, train_sft
@@ -131,10 +131,7 @@ def model_spec(model) -> dict:
 def write_log(path: Path, rows: list[dict]) -> None:
     (path / "train_log.json").write_text(json.dumps(rows, indent=0, default=float) + "\n")
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
-    with open(path / "train_log.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(path / "train_log.csv", rows, keys)
 
 
 def run_stage(

@@ -135,7 +135,7 @@ def test_line_separators_inside_strings_do_not_split_rows():
     assert [(r.row, r.prompt) for r in csv_ps.rows] == [(2, "12*34\u2028x"), (3, "5*6")]
     txt = up.read_upload("p.txt", "1*2\u20283*4\x0c\x1c!\n5*6\n".encode())
     assert [(r.row, r.prompt) for r in txt.rows] == [(1, "1*2\u20283*4\x0c\x1c!"), (2, "5*6")]
-    assert up.detect_format("x", "\u2028\n{\"prompt\": 1}") == "jsonl"
+    assert up.detect_format("x", '\u2028\n{"prompt": 1}') == "jsonl"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "txt"])

@@ -7,7 +7,6 @@ Design notes: docs/DESIGN.md, section `ui.services.calibration`.
 from __future__ import annotations
 
 import functools
-
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
