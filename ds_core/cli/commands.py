@@ -99,7 +99,7 @@ def eval_cmd(args) -> int:
         "src: 'store' when read from the results store"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        Path(args.json).expanduser().write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     return 0
 
 
@@ -146,7 +146,7 @@ def report_cmd(args) -> int:
     if not results:
         raise ValueError(f"no condition checkpoints (base, sft, sft_reflection, rl) under {args.checkpoints}")
     text = report_markdown(results)
-    Path(args.out).write_text(text)
+    Path(args.out).expanduser().write_text(text)
     print(text)
     return 0
 
@@ -170,8 +170,6 @@ def attribute_cmd(args) -> int:
         v = getattr(args, name)
         if v is not None and not math.isfinite(v):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
-    if args.out and not Path(args.out).expanduser().parent.is_dir():
-        raise ValueError(f"--out {args.out}: the directory {Path(args.out).expanduser().parent} does not exist")
     cfg = sampling_config(args)
     set_threads(args.threads)
     ckpt = with_text_format(load_checkpoint(args.checkpoint), args)

@@ -165,6 +165,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from ds_core.cli import commands
     from ds_core.cli.explore import explore_cmd
+    from ds_core.cli.outputs import check_outputs
 
     # every checkpoint the command loads goes where --device/--dtype say (load_checkpoint reads
     # these variables, restored afterwards); checked first so a bad name fails before any work
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
                 os.environ[env] = val
         if getattr(args, "device", None) or getattr(args, "dtype", None):
             resolve_dtype(None, resolve_device(None))
+        check_outputs(args.cmd, args)  # before any work (ds_core.cli.outputs)
         return {
             "eval": commands.eval_cmd,
             "train": commands.train_cmd,
