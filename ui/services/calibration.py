@@ -7,7 +7,6 @@ Design notes: docs/DESIGN.md, section `ui.services.calibration`.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,13 @@ from ds_core.models.checkpoint import CheckpointError, content_hash, read_card
 from ds_core.models.sampling import RolloutError, SamplingConfig
 from ds_core.paper import SIZES as PAPER_SIZES
 from ds_core.paper import TABLE1
-from ds_core.store import ResultsStore, RunKey, StoreError
+from ds_core.store import ResultsStore, RunKey, StoreError, jsonread
 
 SOURCES = ("store", "computed", "eval.json", "missing")
 MAX_SIZES = 16
 MAX_N = 1000
 MAX_SEED = 2**31 - 1
+EVAL_JSON_MAX_BYTES = 8 * 1024 * 1024  # a report of every size 1x1..12x12 is ~100 kB
 NAN = float("nan")
 
 
@@ -154,24 +154,44 @@ def _format_key(path: str, digest: str, fmt: tuple) -> dict | None:
     return format_key(customized(base, tok, **dict(fmt))) if base.name == "text" else None
 
 
-_EVAL_MEMO: dict[tuple[str, int, int], dict | None] = {}
+_EVAL_MEMO: dict[tuple[str, int, int], tuple[dict | None, str | None]] = {}
 
 
-def read_eval_json(path: str | Path) -> dict | None:
-    """The checkpoint's eval.json as a dict (memoised on mtime/size); None if absent or unreadable."""
+def _read_eval(path: str | Path) -> tuple[dict | None, str | None]:
+    """(eval.json as a dict, None), (None, why it cannot be used) or (None, None) when absent;
+    memoised on mtime/size. Read through ds_core.store.jsonread (bounded size and depth, no
+    duplicate keys) and checked for the shape `python -m ds_core report` writes."""
     f = Path(path) / "eval.json"
     try:
         st = f.stat()
     except OSError:
-        return None
+        return None, None
     memo = (str(f.resolve()), st.st_mtime_ns, st.st_size)
     if memo not in _EVAL_MEMO:
+        what = f"eval.json of {Path(path).name}"
         try:
-            d = json.loads(f.read_text())
-            _EVAL_MEMO[memo] = d if isinstance(d, dict) and isinstance(d.get("sizes"), dict) else None
-        except (OSError, ValueError, UnicodeDecodeError):
-            _EVAL_MEMO[memo] = None
+            d = jsonread.read(f, what, max_bytes=EVAL_JSON_MAX_BYTES, expect=dict)
+            sizes = d.get("sizes")
+            if not isinstance(sizes, dict):
+                raise jsonread.JSONReadError(f"{what} has no 'sizes' object (it holds {jsonread.kind_of(sizes)})")
+            bad = next((k for k, rep in sizes.items() if not isinstance(rep, dict) or not _valid_summary(rep)), None)
+            if bad is not None:
+                raise jsonread.JSONReadError(f"{what}: sizes[{bad!r}] is not an evaluation report")
+            _EVAL_MEMO[memo] = (d, None)
+        except jsonread.JSONReadError as e:
+            _EVAL_MEMO[memo] = (None, f"{e}; its numbers are not used")
     return _EVAL_MEMO[memo]
+
+
+def read_eval_json(path: str | Path) -> dict | None:
+    """The checkpoint's eval.json as a dict; None if absent or unusable (eval_json_problem says why)."""
+    return _read_eval(path)[0]
+
+
+def eval_json_problem(path: str | Path) -> str | None:
+    """Why the checkpoint's eval.json cannot be used (too big, too deep, a duplicate key, not
+    JSON, the wrong shape), or None."""
+    return _read_eval(path)[1]
 
 
 def eval_json_report(ref: CheckpointRef, spec: TaskSpec, settings: Settings) -> dict | None:

@@ -17,6 +17,7 @@ from pathlib import PurePath
 import pandas as pd
 
 from ds_core.episodes.tasks import Problem, TaskError, parse_prompt
+from ds_core.store import jsonread
 
 MAX_BYTES = 1_000_000
 MAX_ROWS = 500
@@ -299,9 +300,9 @@ def read_jsonl(text: str, source: str = "the file", notes: tuple[str, ...] = ())
             errors.append(long)
             continue
         try:
-            obj = json.loads(ln)
-        except (ValueError, RecursionError) as e:
-            errors.append(RowError(i, ln, f"not valid JSON ({getattr(e, 'msg', e)})"))
+            obj = jsonread.loads(ln, "the row")
+        except jsonread.JSONReadError as e:
+            errors.append(RowError(i, ln, str(e).removeprefix("the row is ").removeprefix("the row: ")))
             continue
         r = _from_obj(i, obj, ln)
         (errors if isinstance(r, RowError) else rows).append(r)
@@ -311,8 +312,10 @@ def read_jsonl(text: str, source: str = "the file", notes: tuple[str, ...] = ())
 def read_json(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
     """A JSON list of objects (with 'prompt') or of strings; anything else is tried as JSONL."""
     try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):
+        doc = jsonread.loads(text, source)
+    except jsonread.JSONReadError as e:
+        if "not valid JSON" not in str(e):  # too deep, or a duplicate key: the file's error
+            raise UploadError(str(e)) from None
         return read_jsonl(text, source, tuple(notes) + ("not one JSON document: read as JSON Lines",))
     if isinstance(doc, dict):
         return read_jsonl(text, source, notes)

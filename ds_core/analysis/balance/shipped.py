@@ -40,6 +40,7 @@ from ds_core.analysis.balance.results import (
 )
 from ds_core.objectives import DEFAULT_OBJECTIVES
 from ds_core.paths import PACKAGE_DATA
+from ds_core.store import jsonread
 
 DATA_DIR = PACKAGE_DATA
 SHIPPED_FILE = DATA_DIR / "balance_v1.json"
@@ -169,7 +170,7 @@ def load_shipped(path: str | Path = SHIPPED_FILE) -> Shipped:
     if not p.is_file():
         raise BalanceError(f"no shipped precompute at {p}; create it with `python -m ds_core balance precompute`")
     try:
-        doc = json.loads(p.read_text())
+        doc = jsonread.read(p, expect=dict)
         meta = doc["meta"]
         if meta.get("version") != VERSION:
             raise BalanceError(
