@@ -23,6 +23,7 @@ from ds_core import __version__
 from ds_core.episodes.formats import format_for
 from ds_core.episodes.tokenizer import register_generation_config
 from ds_core.errors import UserError
+from ds_core.models.weights_check import WeightsError, check_config, check_weights
 from ds_core.paths import REPO_ROOT, SHIPPED_DIR
 from ds_core.store import jsonread
 from ds_core.store.jsonio import to_jsonable
@@ -142,6 +143,10 @@ def content_hash(path: str | Path) -> str:
     memo_key = (str(path.resolve()), stamp)
     if memo_key in _HASH_MEMO:
         return _HASH_MEMO[memo_key]
+    try:  # a file that claims more than it holds (or far less) is refused before minutes of hashing
+        check_weights([f for f in files if f.suffix == ".safetensors"])
+    except WeightsError as e:
+        raise CheckpointError(f"{path.name}: {e}") from None
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0")
@@ -184,7 +189,9 @@ def _check_dir(path: Path) -> dict:
     return cfg
 
 
-def _check_weights(path: Path) -> None:
+def _check_weights(path: Path, bytes_per_element: int | None = None) -> list:
+    """The weights files' claims (ds_core.models.weights_check: headers against file sizes and the
+    machine's memory), then each file opened once. Returns the claims (for check_config)."""
     from safetensors import SafetensorError, safe_open
 
     st = sorted(path.glob("*.safetensors"))
@@ -197,6 +204,10 @@ def _check_weights(path: Path) -> None:
                 "e.g. model.save_pretrained(dir, safe_serialization=True)."
             )
         raise CheckpointError(f"{path} has no weights (*.safetensors)")
+    try:
+        claims = check_weights(st, bytes_per_element)
+    except WeightsError as e:
+        raise CheckpointError(f"{e} (in {path})") from None
     for f in st:
         try:
             with safe_open(str(f), framework="pt") as h:
@@ -206,6 +217,14 @@ def _check_weights(path: Path) -> None:
             raise CheckpointError(
                 f"{f.name} in {path} is not a valid safetensors file (corrupt or truncated): {e}"
             ) from None
+    return claims
+
+
+def _itemsize(dtype) -> int | None:
+    try:
+        return int(dtype.itemsize)
+    except AttributeError:
+        return None
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -257,8 +276,12 @@ def load_checkpoint(
     path = Path(path).expanduser()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    _check_dir(path)
-    _check_weights(path)
+    cfg = _check_dir(path)
+    claims = _check_weights(path, _itemsize(dt))
+    try:
+        check_config(cfg, claims)
+    except WeightsError as e:
+        raise CheckpointError(f"{path.name}: {e}") from None
     tokenizer = load_tokenizer(path)
     kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
