@@ -21,6 +21,7 @@ from ds_core.attribution.input_methods import (
 from ds_core.attribution.input_result import InputAttributionResult
 from ds_core.episodes.episode import Episode
 from ds_core.episodes.tokenizer import decision_token_ids
+from ds_core.models.locks import isolated
 from ds_core.models.model import context_length
 
 METHODS, TARGET_KINDS = tuple(INPUT_METHODS), tuple(TARGETS)
@@ -200,6 +201,7 @@ def _baseline_embeds(embed_layer, embeds: torch.Tensor, baseline, tokenizer) -> 
     return embed_layer(ids).detach(), tid
 
 
+@isolated  # eval mode and captum's hooks on the embedding layer for the duration
 def input_attribution(
     model,
     tokenizer,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -23,12 +24,14 @@ from ds_core import __version__
 from ds_core.episodes.formats import format_for
 from ds_core.episodes.tokenizer import register_generation_config
 from ds_core.errors import UserError
+from ds_core.models.locks import guard
 from ds_core.models.weights_check import WeightsError, check_config, check_weights
 from ds_core.paths import REPO_ROOT, SHIPPED_DIR
 from ds_core.store import jsonread
 from ds_core.store.jsonio import to_jsonable
 
 CARD_FILE = "card.json"
+_LOAD_LOCK = threading.RLock()  # load_checkpoint and load_tokenizer
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 CONFIG_MAX_BYTES = 4 * 1024 * 1024  # config.json and card.json: a few kB in practice
 # the JSON files of a model directory that transformers / tokenizers read themselves
@@ -241,7 +244,8 @@ def load_tokenizer(path: str | Path):
             "save one with tokenizer.save_pretrained(dir)"
         )
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        with _LOAD_LOCK:
+            return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # transformers raises many types here
         raise CheckpointError(f"the tokenizer in {path} cannot be loaded: {e}") from None
 
@@ -285,7 +289,10 @@ def load_checkpoint(
     tokenizer = load_tokenizer(path)
     kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        with _quiet_transformers():
+        # one load at a time: transformers' loading context (no_init_weights, tied-weight
+        # bookkeeping, logging verbosity) is process-wide, and two loads in threads at once report
+        # tied weights as missing
+        with _LOAD_LOCK, _quiet_transformers():
             model, info = AutoModelForCausalLM.from_pretrained(
                 str(path),
                 use_safetensors=True,
@@ -314,6 +321,7 @@ def load_checkpoint(
     if dev != "cpu":
         model.to(dev)
     model.eval()
+    guard(model)  # every forward pass under MODEL_LOCK (ds_core.models.locks)
     register_generation_config(tokenizer, getattr(model, "generation_config", None))
     card = read_card(path)
     return Checkpoint(path, model, tokenizer, card, content_hash(path), format_for(tokenizer))

@@ -23,6 +23,7 @@ from ds_core.episodes.formats import DSFormat
 from ds_core.episodes.tasks import TRAIN_SIZES, sample_mixture
 from ds_core.episodes.tokenizer import build_tokenizer
 from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+from ds_core.models.locks import isolated
 from ds_core.models.model import init_model, n_params
 from ds_core.models.rollout import rollout
 from ds_core.models.sampling import SamplingConfig
@@ -134,6 +135,7 @@ def write_log(path: Path, rows: list[dict]) -> None:
     write_rows(path / "train_log.csv", rows, keys)
 
 
+@isolated  # the loaded parent is guarded (ds_core.models.locks): training holds the lock throughout
 def run_stage(
     stage: str,
     out: Path = SHIPPED_DIR,

@@ -15,6 +15,7 @@ from ds_core.episodes.tasks import Problem
 from ds_core.episodes.tasks import test_set as fixed_set
 from ds_core.episodes.tokenizer import decision_token_ids
 from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+from ds_core.models.locks import MODEL_LOCK
 from ds_core.models.model import init_model
 from ds_core.models.rollout import rollout
 from ds_core.models.sampling import SamplingConfig
@@ -86,7 +87,7 @@ def test_score_matches_token_logprobs_unpadded(ckpts, episodes):
     dec = decision_token_ids(ck.tokenizer)
     for e, s in zip(eps, scored):
         ids = torch.tensor([e.token_ids])
-        with torch.no_grad():
+        with torch.no_grad(), MODEL_LOCK:
             ref = token_logprobs(ck.model, ids)[0].double().numpy()
             probs = torch.softmax(ck.model(input_ids=ids).logits[0].double(), -1).numpy()
         assert math.isnan(s.logp[0])
@@ -115,7 +116,7 @@ def test_teacher_force_deltas_roles_and_decisions(ckpts, episodes):
     assert (src["delta"].dropna() == 0).all()
     np.testing.assert_allclose(oth["delta"].to_numpy()[1:], oth["logp"].to_numpy()[1:] - src["logp"].to_numpy()[1:])
     # the log-probs are the direct ones
-    with torch.no_grad():
+    with torch.no_grad(), MODEL_LOCK:
         direct = token_logprobs(ckpts["sft_reflection"].model, torch.tensor([ep.token_ids]))[0].numpy()
     np.testing.assert_allclose(oth["logp"].to_numpy()[1:], direct[1:], atol=2e-4)
     # role summary = hand means over role positions

@@ -26,6 +26,7 @@ from ds_core.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
+from ds_core.models.locks import MODEL_LOCK
 from ds_core.models.model import init_model, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def test_round_trip_weights_tokenizer_card(saved, llama, tok):
     assert isinstance(ck.format, DSFormat)
     # same outputs
     x = torch.tensor([tok("<bos>123*456=", add_special_tokens=False)["input_ids"]])
-    with torch.no_grad():
+    with torch.no_grad(), MODEL_LOCK:  # loaded models run under the lock (ds_core.models.locks)
         assert torch.allclose(llama(input_ids=x).logits, ck.model(input_ids=x).logits, atol=1e-6)
 
 

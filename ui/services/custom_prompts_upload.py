@@ -11,136 +11,34 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import PurePath
 
 import pandas as pd
 
-from ds_core.episodes.tasks import Problem, TaskError, parse_prompt
+from ds_core.episodes.tasks import TaskError, parse_prompt
 from ds_core.store import jsonread
-
-MAX_BYTES = 1_000_000
-MAX_ROWS = 500
-MAX_ROW_CHARS = 10_000  # a longer row is that row's error, not the file's
-PREVIEW_CHARS = 80
-FORMATS = ("csv", "jsonl", "json", "txt")
-EXTENSIONS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".txt": "txt",
-    ".text": "txt",
-}
-PROMPT_KEYS = ("prompt",)
-EXPECTED_KEYS = ("expected", "answer", "expected_answer")
-ERROR_COLUMNS = ("row", "prompt", "checkpoint", "error")
-
-
-class UploadError(TaskError):
-    """The whole input cannot be read (too large, binary, not UTF-8, malformed CSV, no rows)."""
-
-
-# --- rows ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PromptRow:
-    row: int  # 1-based line number in the source
-    prompt: str
-    given: str | None = None  # the source's expected answer, as written (None: not given)
-
-
-@dataclass(frozen=True)
-class RowError:
-    row: int
-    prompt: str
-    error: str
-    checkpoint: str = ""  # "" for a row no checkpoint can run (it does not parse)
-
-    def to_dict(self) -> dict:
-        return {"row": self.row, "prompt": _preview(self.prompt), "checkpoint": self.checkpoint, "error": self.error}
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    source: str  # file name, or "pasted text"
-    fmt: str  # csv | jsonl | json | txt
-    rows: tuple[PromptRow, ...]
-    errors: tuple[RowError, ...] = ()  # rows that could not be read at all (JSONL)
-    notes: tuple[str, ...] = ()  # how the input was read (column used, encoding, ...)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.rows) + len(self.errors)
-
-
-@dataclass(frozen=True)
-class ParsedPrompt:
-    row: int
-    prompt: str
-    problem: Problem
-    given: str | None = None
-
-
-def _preview(text: str, n: int = PREVIEW_CHARS) -> str:
-    text = text.replace("\r", " ").replace("\n", " ")
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-# --- reading -----------------------------------------------------------------------------------
-def decode_bytes(data: bytes, source: str = "the file") -> tuple[str, tuple[str, ...]]:
-    """UTF-8 (or UTF-8 with a byte-order mark) text; anything else raises UploadError."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise UploadError(f"{source}: expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_BYTES:
-        raise UploadError(
-            f"{source} is {len(data):,} bytes; the limit is {MAX_BYTES:,} bytes (1 MB). Split it into smaller files."
-        )
-    if not data.strip():
-        raise UploadError(f"{source} is empty: nothing to run")
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise UploadError(f"{source} is UTF-16 text; save it as UTF-8 and upload it again")
-    if b"\x00" in data:
-        raise UploadError(
-            f"{source} looks like a binary file (it contains NUL bytes); upload a CSV, JSONL or TXT text file"
-        )
-    notes: tuple[str, ...] = ()
-    for enc in ("utf-8", "utf-8-sig"):
-        try:
-            text = data.decode(enc)
-        except UnicodeDecodeError as e:
-            err = e
-            continue
-        if text.startswith("\ufeff"):
-            text, notes = text[1:], ("a UTF-8 byte-order mark was skipped",)
-        return text, notes
-    line = data[: err.start].count(b"\n") + 1
-    raise UploadError(
-        f"{source} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} "
-        f"cannot be decoded; save the file as UTF-8 and upload it again"
-    )
-
-
-def _check_rows(n: int, source: str) -> None:
-    if n > MAX_ROWS:
-        raise UploadError(f"{source} has {n:,} non-empty rows; the limit is {MAX_ROWS}. Split it into smaller files.")
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines split on \\n and \\r\\n only: not on U+2028/U+2029, form feeds or the other
-    separators str.splitlines knows, which may sit inside a JSON string."""
-    lines = text.split("\n")
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-
-
-def _lines(text: str) -> list[tuple[int, str]]:
-    return [(i, ln) for i, ln in enumerate(split_lines(text), 1) if ln.strip()]
-
-
-def _too_long(line: int, text: str) -> RowError | None:
-    if len(text) <= MAX_ROW_CHARS:
-        return None
-    return RowError(line, _preview(text), f"the row is {len(text):,} characters; the limit is {MAX_ROW_CHARS:,}")
+from ui.services.custom_prompts_rows import (  # noqa: F401 - re-exported: the upload API
+    ERROR_COLUMNS,
+    EXPECTED_KEYS,
+    EXTENSIONS,
+    FORMATS,
+    MAX_BYTES,
+    MAX_ROW_CHARS,
+    MAX_ROWS,
+    PREVIEW_CHARS,
+    PROMPT_KEYS,
+    ParsedPrompt,
+    PromptRow,
+    PromptSet,
+    RowError,
+    UploadError,
+    check_rows,
+    decode_bytes,
+    numbered_lines,
+    preview,
+    split_lines,
+    too_long,
+)
 
 
 def _given(v) -> str | None:
@@ -158,11 +56,11 @@ def read_text(text: str, source: str = "pasted text") -> PromptSet:
         raise UploadError(f"{source}: expected text, got {type(text).__name__}")
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise UploadError(f"{source} is over {MAX_BYTES:,} bytes (1 MB); split it")
-    lines = _lines(text)
+    lines = numbered_lines(text)
     if not lines:
         raise UploadError(f"{source} has no prompts (every line is blank)")
-    _check_rows(len(lines), source)
-    errors = tuple(e for i, ln in lines if (e := _too_long(i, ln)) is not None)
+    check_rows(len(lines), source)
+    errors = tuple(e for i, ln in lines if (e := too_long(i, ln)) is not None)
     rows = tuple(PromptRow(i, ln.strip()) for i, ln in lines if len(ln) <= MAX_ROW_CHARS)
     return PromptSet(source, "txt", rows, errors)
 
@@ -219,7 +117,7 @@ def read_csv(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -
         if any(c.strip() for c in rec):
             width = sum(len(c) for c in rec) + len(rec) - 1
             if width > MAX_ROW_CHARS:
-                long_rows.append(_too_long(line, delimiter.join(rec)))
+                long_rows.append(too_long(line, delimiter.join(rec)))
             else:
                 records.append((line, rec))
             if len(records) > MAX_ROWS + 1:  # +1: a header
@@ -250,11 +148,11 @@ def read_csv(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -
             if exp == col:
                 exp = None
             notes += (
-                f"no 'prompt' column: the first column ({_preview(header[0].strip(), 40)!r}) is used as the prompt",
+                f"no 'prompt' column: the first column ({preview(header[0].strip(), 40)!r}) is used as the prompt",
             )
     if not body:
         raise UploadError(f"{source} has a header but no data rows")
-    _check_rows(len(body), source)
+    check_rows(len(body), source)
     rows, errors = [], list(long_rows)
     for line, rec in body:
         if col >= len(rec) or not rec[col].strip():
@@ -290,13 +188,13 @@ def _from_obj(line: int, obj, raw: str) -> PromptRow | RowError:
 
 
 def read_jsonl(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
-    lines = _lines(text)
+    lines = numbered_lines(text)
     if not lines:
         raise UploadError(f"{source} has no rows")
-    _check_rows(len(lines), source)
+    check_rows(len(lines), source)
     rows, errors = [], []
     for i, ln in lines:
-        if (long := _too_long(i, ln)) is not None:
+        if (long := too_long(i, ln)) is not None:
             errors.append(long)
             continue
         try:
@@ -324,7 +222,7 @@ def read_json(text: str, source: str = "the file", notes: tuple[str, ...] = ()) 
             f"{source} holds a single JSON {type(doc).__name__}; expected a list of "
             f"objects with a 'prompt' key, or JSON Lines"
         )
-    _check_rows(len(doc), source)
+    check_rows(len(doc), source)
     rows, errors = [], []
     for i, obj in enumerate(doc, 1):  # row = position in the list
         if isinstance(obj, str):
@@ -389,7 +287,7 @@ def preview_frame(prompts: Sequence[ParsedPrompt]) -> pd.DataFrame:
         [
             {
                 "row": p.row,
-                "prompt": _preview(p.prompt),
+                "prompt": preview(p.prompt),
                 "problem": p.problem.display,
                 "size": p.problem.size,
                 "expected": str(p.problem.answer),
