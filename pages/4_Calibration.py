@@ -33,7 +33,16 @@ from ui.common import (  # noqa: E402
     text_format_inputs,
     user_errors,
 )
-from ui.services.calibration import MAX_N, MAX_SEED, CheckpointRef, Settings, checkpoint_ref, gather, parse_size_list
+from ui.services.calibration import (
+    MAX_N,
+    MAX_SEED,
+    CheckpointRef,
+    Settings,
+    checkpoint_ref,
+    eval_json_problem,
+    gather,
+    parse_size_list,
+)
 from ui.services.calibration_compute import compute_missing, missing_episodes
 from ui.services.calibration_views import calibration_long, paper_frame, percent_view, predicted_observed, table1_frame
 
@@ -135,6 +144,9 @@ with user_errors("Cannot show this request"):
             refs.append(checkpoint_ref(labels.get(p, Path(p).name), p, fmt))
         except CheckpointError as e:
             st.warning(f"Skipped {p}: {e}")
+    for ref in refs:
+        if (why := eval_json_problem(ref.path)) is not None:
+            st.warning(why)  # its runs are computed instead
     store = None
     try:
         store = results_store()

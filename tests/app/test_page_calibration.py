@@ -154,3 +154,27 @@ def test_max_new_tokens_is_its_own_run(data_dir):
     assert _table1(at).at["rl", "source"] == "computed"
     (run,) = ResultsStore(data_dir).list_runs()
     assert run.key.sampling["max_new_tokens"] == 5
+
+
+def test_an_unusable_eval_json_is_named_and_its_cells_computed(data_dir, tmp_path, char_tokenizer):
+    """A checkpoint whose eval.json is nested too deep or of the wrong shape: the page says why in
+    one line, and its cells are offered for computing instead (no traceback, the page works)."""
+    from ds_core.models.checkpoint import Card, save_checkpoint
+    from ds_core.models.model import init_model
+
+    for name, content, word in (
+        ("deep", "[" * 20_000 + "]" * 20_000, "nested"),
+        ("shape", '{"sizes": {"3x3": [1, 2]}}', "not an evaluation report"),
+    ):
+        ck = tmp_path / name
+        save_checkpoint(
+            ck, init_model(char_tokenizer, "llama", hidden=32, layers=1, heads=2), char_tokenizer, Card(name)
+        )
+        (ck / "eval.json").write_text(content)
+        at = _page().run()
+        at.text_input(key="cal_new_dir").set_value(str(ck))
+        at.button(key="cal_add").click().run()
+        _request(at, [name], "3x3", 2)
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert any(word in w.value for w in at.warning)
+        assert _table1(at).at[name, "source"] == "missing"

@@ -268,3 +268,31 @@ def test_generation_config_end_ids_are_stop_for_rollout_and_parser(tmp_path, kin
     assert "unexpected_token" not in ep2.flags and "truncated" not in ep2.flags
     if kind == "text":
         assert [d.verdict for d in ep2.decisions] == [STOP]
+
+
+def test_one_end_of_turn_for_rollout_parser_and_force_a_stop(tmp_path):
+    """A generation config whose eos_token_id is a single id other than the tokenizer's: the
+    stored episode read again is STOP; the explorer's 'Force a stop' ends the turn with an id the
+    parser reads as the end; a fresh tokenizer object learns the ids when a rollout runs."""
+    from ds_core.episodes.tokenizer import GENERATION_EOS_ATTR
+    from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
+    from ui.services.explorer_decisions import end_of_turn_token
+
+    tok, end = _tokenizer_with_own_end()
+    model = init_model(tok, "qwen2", hidden=32, layers=1, heads=2)
+    model.generation_config.eos_token_id = end
+    save_checkpoint(tmp_path / "m", model, tok, Card("m"))
+    ck = load_checkpoint(tmp_path / "m")
+    assert end_of_turn_token(ck) in end_of_turn_ids(ck.tokenizer)
+    prompt = ck.format.prompt_ids(ck.tokenizer, P)
+    ep = ck.format.parse(
+        P, prompt + ck.tokenizer.encode("408", add_special_tokens=False) + [end], len(prompt), ck.tokenizer
+    )
+    assert [d.verdict for d in ep.decisions] == [STOP] and not ep.flags
+    # a tokenizer that never went through load_checkpoint learns them from the rollout
+    fresh, end2 = _tokenizer_with_own_end()
+    m2 = init_model(fresh, "qwen2", hidden=32, layers=1, heads=2)
+    m2.generation_config.eos_token_id = end2
+    assert GENERATION_EOS_ATTR not in vars(fresh)
+    rollout(m2, fresh, format_for(fresh), [P], SamplingConfig(max_new_tokens=3), seed=0)
+    assert end2 in end_of_turn_ids(fresh)

@@ -169,7 +169,7 @@ def counterfactual(ckpt, ep: Episode, decision_index: int, cfg, seed: int = 0) -
 REVISION_SENTENCE = "Wait, let me check that again."
 
 
-def _end_of_turn(ckpt) -> int:
+def end_of_turn_token(ckpt) -> int:
     from ds_core.episodes.tokenizer import END_OF_TURN_TOKENS, end_of_turn_ids
 
     tok = ckpt.tokenizer
@@ -193,7 +193,7 @@ def _revision_ids(ckpt, ep: Episode, d) -> tuple[list[int], str]:
     sep = "" if not before or before[-1].isspace() else " "
     markers = getattr(getattr(fmt, "tagger", None), "resample_markers", ())
     candidates = [REVISION_SENTENCE] + [f"{m[:1].upper()}{m[1:]}, let me check that again." for m in markers]
-    eot = _end_of_turn(ckpt)
+    eot = end_of_turn_token(ckpt)
     for sentence in candidates:
         ids = head + tok.encode(sep + sentence, add_special_tokens=False)
         probe = fmt.parse(ep.problem, ids + [eot], ep.prompt_len, tok)
@@ -215,7 +215,7 @@ def _text_counterfactual(ckpt, ep: Episode, decision_index: int, d, cfg, seed: i
 
     tok = ckpt.tokenizer
     if d.verdict == RESAMPLE:
-        ids = list(ep.token_ids[: d.start]) + [_end_of_turn(ckpt)]
+        ids = list(ep.token_ids[: d.start]) + [end_of_turn_token(ckpt)]
         cf = ckpt.format.parse(ep.problem, ids, ep.prompt_len, tok, max_attempts=cfg.max_attempts)
         note = (
             f"stop forced after attempt {d.index + 1}: the turn ends ({tok.convert_ids_to_tokens(ids[-1])}) "
