@@ -22,6 +22,7 @@ from typing import Any
 from ds_core.episodes.episode import Episode
 from ds_core.errors import UserError
 from ds_core.paths import REPO_ROOT
+from ds_core.store import jsonread
 from ds_core.store.jsonio import canonical_json, digest_of, dumps, from_jsonable, key_digest
 
 DB_NAME = "results.sqlite"
@@ -319,14 +320,14 @@ class ResultsStore:
 
     def _record(self, row) -> RunRecord:
         try:
-            key = RunKey.from_dict(json.loads(row[0]))
+            key = RunKey.from_dict(jsonread.loads(row[0], "the run key"))
             return RunRecord(
                 key,
                 row[1],
                 row[2],
                 row[3],
-                from_jsonable(json.loads(row[4])),
-                from_jsonable(json.loads(row[5])),
+                from_jsonable(jsonread.loads(row[4], "the run's meta")),
+                from_jsonable(jsonread.loads(row[5], "the run's summary")),
                 row[6],
             )
         except (ValueError, KeyError, TypeError) as e:
@@ -353,7 +354,7 @@ class ResultsStore:
         out = []
         for idx, payload in rows:
             try:
-                out.append(Episode.from_dict(json.loads(payload)))
+                out.append(Episode.from_dict(jsonread.loads(payload, "the episode")))
             except (ValueError, KeyError, TypeError) as e:
                 raise StoreError(f"{self.path}: episode {idx} of run {digest[:12]} is unreadable ({e})") from None
         return out
@@ -385,7 +386,12 @@ class ResultsStore:
 
     def get_blob(self, kind: str, key: Mapping) -> dict | None:
         rows = self._query("read blob", "SELECT value FROM blobs WHERE kind=? AND digest=?", (kind, key_digest(key)))
-        return json.loads(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        try:  # the store is a file a user can point at: read like any outside JSON
+            return jsonread.loads(rows[0][0], f"the {kind} blob", expect=dict)
+        except jsonread.JSONReadError as e:
+            raise StoreError(f"{self.path}: a stored {kind} result is unreadable ({e})") from None
 
     def delete_blob(self, kind: str, key: Mapping) -> bool:
         with self._db("delete blob", write=True) as con:

@@ -234,6 +234,25 @@ def test_blobs(store):
         store.put_blob("x", {"k": float("nan")}, {})
 
 
+def test_tampered_rows_are_store_errors(store, episodes):
+    """A store file someone edited (deep or duplicate-keyed JSON in a row) gives a StoreError
+    naming the row, never a RecursionError: its rows are read like any outside JSON."""
+    k = key()
+    store.put_run(k, episodes, summary={"accuracy": 0.8})
+    store.put_blob("attribution", {"run": "abc"}, {"scores": [1]})
+    deep = "[" * 100_000 + "]" * 100_000
+    with sqlite3.connect(store.path) as con:
+        con.execute("UPDATE episodes SET payload=? WHERE idx=0", (deep,))
+        con.execute("UPDATE runs SET summary=?", ('{"accuracy": 1, "accuracy": 0}',))
+        con.execute("UPDATE blobs SET value=?", (deep,))
+    with pytest.raises(StoreError, match="episode 0 .* is unreadable .*nested"):
+        store.load_episodes(k)
+    with pytest.raises(StoreError, match="unreadable record .*appears twice"):
+        store.get_run(k)
+    with pytest.raises(StoreError, match="attribution result is unreadable .*nested"):
+        store.get_blob("attribution", {"run": "abc"})
+
+
 # --- bad paths ----------------------------------------------------------------------------------
 def test_not_a_database(tmp_path):
     bad = tmp_path / "results.sqlite"
