@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 app: $(STAMP)
-	$(VENV)/bin/streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+	$(PY) -m ui.serve $(PORT)  # .streamlit/config.toml + thread counts for this machine (ui/serve.py)
 
 test: $(STAMP)
 	$(PY) -m pytest

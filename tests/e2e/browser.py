@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -48,25 +47,11 @@ def app_server(data_dir: Path, port: int | None = None, timeout: float = 90.0):
     """`streamlit run app.py` on a free port with its own results store; yields (url, seconds to
     healthy). The server log is printed if it fails to start."""
     port = port or free_port()
-    env = dict(os.environ, DS_LENS_DATA=str(data_dir), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    from ui.serve import command, environment  # exactly `make app`'s settings
+
+    env = environment(dict(os.environ, DS_LENS_DATA=str(data_dir)))
     log = open(Path(data_dir).parent / f"streamlit-{port}.log", "w+")
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "app.py"),
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
+    cmd = command(port, "127.0.0.1")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
