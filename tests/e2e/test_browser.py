@@ -183,3 +183,28 @@ def test_two_browser_sessions_at_once(tmp_path):
                 no_exceptions(p)
         finally:
             browser.close()
+
+
+def test_toy_reset_puts_the_sliders_back(tmp_path):
+    """'Reset toy settings to the defaults' in a real browser (AppTest cannot see the browser's
+    own copy of a widget, which is what kept the sliders where they were): the KL-weight slider
+    moved to its end comes back to 0.4, and the length sweep then says 'the defaults'."""
+
+    def kl_weight(page) -> float:  # the first toy control
+        return float(page.locator('[data-testid="stSlider"] input[type="range"]').first.input_value())
+
+    with app_server(tmp_path / "data") as (url, _), browser_page(height=1300) as page:
+        goto(page, url + "/Gradient_balance", "Reset toy settings to the defaults")
+        assert kl_weight(page) == 0.4
+        page.locator('[data-testid="stSlider"] input[type="range"]').first.focus()
+        page.keyboard.press("End")
+        wait_idle(page)
+        assert kl_weight(page) == 2.0
+        page.get_by_role("button", name="Reset toy settings to the defaults").click()
+        wait_idle(page)
+        page.wait_for_timeout(1500)  # a rerun the browser may still send with its old value
+        wait_idle(page)
+        assert kl_weight(page) == 0.4
+        click_text_and_wait(page, "Length sweep")
+        page.get_by_text("the defaults", exact=False).first.wait_for(timeout=60_000)
+        no_exceptions(page)

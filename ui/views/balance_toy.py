@@ -20,9 +20,10 @@ def settings(defaults: dict, saved: dict, values: dict, demo_name: str) -> str:
         "default. The paper does not publish its toy's settings; these defaults show its picture."
     )
     if st.button("Reset toy settings to the defaults", key="toy_reset"):
+        # set, not pop: a popped key is filled again from the browser's copy of the widget
         for c in TOY_CONTROLS:
-            st.session_state.pop(f"toy_{c.name}", None)
-        st.session_state.pop("toy_demo", None)
+            st.session_state[f"toy_{c.name}"] = defaults[c.name]
+        st.session_state["toy_demo"] = list(DEMOS)[0]
         saved, demo_name = dict(defaults), list(DEMOS)[0]
     with st.expander("Toy settings (ToyConfig)", expanded=True):
         cols = st.columns(4)
