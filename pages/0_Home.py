@@ -14,7 +14,7 @@ from ds_core.models.checkpoint import CheckpointError, content_hash, find_checkp
 from ds_core.models.real_model import BUILD_COMMAND, models_dir, real_model_dir
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import StoreError
-from ui.common import USER_CHECKPOINTS, add_user_checkpoint, results_store, table
+from ui.common import add_user_checkpoint, remove_user_checkpoint, results_store, table, user_checkpoints, user_errors
 from ui.services.calibration import eval_json_problem, read_eval_json, report_row
 from ui.tokens import legend_html, token_html
 
@@ -140,8 +140,9 @@ if extra.strip():
     if not p.is_dir() or not (p / "config.json").is_file():
         st.error(f"{p} is not a checkpoint directory (it needs a config.json).")
     else:
-        add_user_checkpoint(str(p.resolve()))
-for extra_dir in st.session_state.get(USER_CHECKPOINTS, []):
+        with user_errors("Not added"), st.spinner(f"Loading {p.name} (the loader's checks)…"):
+            add_user_checkpoint(str(p.resolve()))
+for extra_dir in user_checkpoints():
     if Path(extra_dir) not in paths:
         paths.append(Path(extra_dir))
 if paths:
@@ -151,11 +152,11 @@ if paths:
         "Headline metrics come from each checkpoint's eval.json (`python -m ds_core report`: "
         "100 problems per size, T=1, seed 0); the Calibration page has the full grid."
     )
-    added = st.session_state.get(USER_CHECKPOINTS, [])
+    added = user_checkpoints()
     for i, (p, msg) in enumerate(problems):
         st.warning(msg)
-        if str(p) in added and st.button(f"Remove {p.name} from this session", key=f"home_rm_{i}"):
-            added.remove(str(p))
+        if str(p) in added and st.button(f"Remove {p.name}", key=f"home_rm_{i}"):
+            remove_user_checkpoint(str(p))
             st.session_state["home_clear_extra"] = True
             st.rerun()
 else:

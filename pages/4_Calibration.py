@@ -124,9 +124,10 @@ with st.expander("Add a local checkpoint directory"):
         if not new_dir.strip() or not p.is_dir() or not (p / "config.json").is_file():
             st.error(f"{p} is not a checkpoint directory (it needs a config.json).")
         else:
-            add_user_checkpoint(str(p))
-            st.session_state[PENDING] = next(k for k, v in checkpoint_choices().items() if v == str(p))
-            st.rerun()
+            with user_errors("Not added"):
+                add_user_checkpoint(str(p))
+                st.session_state[PENDING] = next(k for k, v in checkpoint_choices().items() if v == str(p))
+                st.rerun()
 
 # --- the grid ------------------------------------------------------------------------------------
 if not paths:

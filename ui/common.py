@@ -7,6 +7,7 @@ shared by all browser sessions, keyed by path and content hash so a rewritten ch
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from pathlib import Path
@@ -19,13 +20,14 @@ from ds_core.errors import UserError
 from ds_core.models.checkpoint import Checkpoint, CheckpointError, content_hash, find_checkpoints, load_checkpoint
 from ds_core.models.real_model import models_dir
 from ds_core.paths import SHIPPED_DIR
-from ds_core.store import ResultsStore, default_data_dir
+from ds_core.store import ResultsStore, default_data_dir, jsonread
 from ds_core.store.csvio import to_csv
 from ui.services.explorer import MAX_ATTEMPTS as MAX_PAGE_ATTEMPTS  # the pages' cap on the retry cap
 
 log = logging.getLogger("ds_lens.app")
 
 USER_CHECKPOINTS = "user_checkpoints"  # st.session_state key: list[str] of extra checkpoint dirs
+USER_CHECKPOINTS_FILE = "user_checkpoints.json"  # the same list, kept in the data directory
 
 # Errors a user can cause (ds_core.errors.UserError, and undecodable text) are shown as a
 # message, never as a traceback.
@@ -64,7 +66,7 @@ def checkpoint_choices() -> dict[str, str]:
     out = {p.name: str(p) for p in find_checkpoints(SHIPPED_DIR)}
     for p in find_checkpoints(models_dir()):
         out.setdefault(p.name, str(p))
-    for extra in st.session_state.get(USER_CHECKPOINTS, []):
+    for extra in user_checkpoints():
         label = Path(extra).name
         while label in out and out[label] != extra:
             label = f"{label}'"
@@ -72,10 +74,47 @@ def checkpoint_choices() -> dict[str, str]:
     return out
 
 
+def _user_file() -> Path:
+    return default_data_dir() / USER_CHECKPOINTS_FILE
+
+
+def user_checkpoints() -> list[str]:
+    """The directories the user added (this session's list; a new session starts from the list
+    kept in the data directory, without the directories that have gone)."""
+    if USER_CHECKPOINTS not in st.session_state:
+        kept: list[str] = []
+        try:
+            doc = jsonread.read(_user_file(), expect=list) if _user_file().is_file() else []
+            kept = [p for p in doc if isinstance(p, str) and Path(p).is_dir()]
+        except jsonread.JSONReadError as e:
+            log.warning("ignoring %s: %s", _user_file(), e)
+        st.session_state[USER_CHECKPOINTS] = kept
+    return st.session_state[USER_CHECKPOINTS]
+
+
+def _save_user_checkpoints() -> None:
+    try:  # kept for the next session; a read-only data directory keeps them for this one only
+        _user_file().parent.mkdir(parents=True, exist_ok=True)
+        _user_file().write_text(json.dumps(user_checkpoints(), indent=1) + "\n")
+    except OSError as e:
+        log.warning("cannot keep the added checkpoints in %s: %s", _user_file(), e)
+
+
 def add_user_checkpoint(path: str) -> None:
-    lst = st.session_state.setdefault(USER_CHECKPOINTS, [])
+    """Add a checkpoint directory for every page, after loading it (the loader's refusals, as a
+    CheckpointError, before anything is added); kept in the data directory across sessions."""
+    get_checkpoint(path)
+    lst = user_checkpoints()
     if path not in lst:
         lst.append(path)
+        _save_user_checkpoints()
+
+
+def remove_user_checkpoint(path: str) -> None:
+    lst = user_checkpoints()
+    if path in lst:
+        lst.remove(path)
+        _save_user_checkpoints()
 
 
 def pick_checkpoint(label: str, key: str, default: str = "rl", container=st) -> str | None:

@@ -101,9 +101,18 @@ def _added(at, path):
     return at
 
 
+def _broken(ck, file, content):
+    if isinstance(content, int):
+        with open(ck / file, "r+b") as fh:
+            fh.truncate(content)
+    else:
+        (ck / file).write_text(content)
+
+
 def test_home_says_what_is_wrong_with_a_bad_directory_and_lets_it_go(data_dir, tmp_path):
-    """Deep or wrong-shaped eval.json / card.json in an added directory: Home shows the other
-    checkpoints, says in one line what is wrong, and removes the directory on request."""
+    """A directory added while healthy, then broken (deep or wrong-shaped eval.json / card.json,
+    weights grown to 50 GB): the next session still lists it (the list is kept in the data
+    directory), says in one line what is wrong, shows the others, and removes it on request."""
     tok = build_tokenizer()
     cases = {
         "deep_eval": ("eval.json", "[" * 50_000 + "]" * 50_000, "nested"),
@@ -116,12 +125,11 @@ def test_home_says_what_is_wrong_with_a_bad_directory_and_lets_it_go(data_dir, t
     for name, (file, content, word) in cases.items():
         ck = tmp_path / name
         save_checkpoint(ck, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card(condition=name))
-        if isinstance(content, int):
-            with open(ck / file, "r+b") as fh:
-                fh.truncate(content)
-        else:
-            (ck / file).write_text(content)
-        at = _added(AppTest.from_file(APP, default_timeout=60).run(), ck)
+        first = _added(AppTest.from_file(APP, default_timeout=60).run(), ck)
+        assert not first.error and name in set(first.dataframe[-1].value["checkpoint"])
+        _broken(ck, file, content)
+        at = AppTest.from_file(APP, default_timeout=60).run()  # a new session, after the damage
+        assert not at.exception
         warnings = " ".join(w.value for w in at.warning)
         assert word in warnings, (name, warnings)
         table = at.dataframe[-1].value
@@ -134,4 +142,38 @@ def test_home_says_what_is_wrong_with_a_bad_directory_and_lets_it_go(data_dir, t
         assert not at.exception
         assert name not in set(at.dataframe[-1].value["checkpoint"])
         assert at.session_state["user_checkpoints"] == []
-        assert at.text_input(key="home_extra").value == ""
+        again = AppTest.from_file(APP, default_timeout=60).run()  # removed for good
+        assert name not in set(again.dataframe[-1].value["checkpoint"])
+
+
+def test_home_refuses_a_folder_the_loader_refuses(data_dir, tmp_path):
+    """Adding runs the loader's checks: a folder with only config.json, a copy of rl with
+    truncated weights, a deep card.json, 50 GB sparse weights are refused with the reason and not
+    added (no headline metrics borrowed from rl)."""
+    import shutil
+
+    from ds_core.paths import SHIPPED_DIR
+
+    tok = build_tokenizer()
+    only_cfg = tmp_path / "only_config"
+    only_cfg.mkdir()
+    shutil.copy(SHIPPED_DIR / "rl" / "config.json", only_cfg)
+    trunc = tmp_path / "rl_truncated"
+    shutil.copytree(SHIPPED_DIR / "rl", trunc)
+    data = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cases = [(only_cfg, "no weights"), (trunc, "corrupt or truncated")]
+    for name, file, content, word in (
+        ("deep_card", "card.json", "[" * 50_000 + "]" * 50_000, "nested"),
+        ("sparse", "model.safetensors", 50 * 2**30, "more than its header describes"),
+    ):
+        ck = tmp_path / name
+        save_checkpoint(ck, init_model(tok, "llama", hidden=32, layers=1, heads=2), tok, Card(condition=name))
+        _broken(ck, file, content)
+        cases.append((ck, word))
+    for ck, word in cases:
+        at = _added(AppTest.from_file(APP, default_timeout=60).run(), ck)
+        errors = " ".join(e.value for e in at.error)
+        assert "Not added" in errors and word in errors, (ck.name, errors)
+        assert ck.name not in set(at.dataframe[-1].value["checkpoint"])
+        assert at.session_state["user_checkpoints"] == []
