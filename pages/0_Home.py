@@ -85,6 +85,10 @@ def checkpoint_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[tuple[Path, s
                 "path": str(p),
             }
         )
+    # the parent by name where it is one of the listed checkpoints (cards record its content hash)
+    name_of = {r["hash"]: r["checkpoint"] for r in rows if r["hash"]}
+    for r in rows:
+        r["parent"] = name_of.get(r["parent"], r["parent"])
     return pd.DataFrame(rows), problems
 
 

@@ -47,6 +47,8 @@ def test_home_shows_shipped_checkpoints_with_metrics(data_dir):
 
     ev = json.loads((Path(APP).parent / "checkpoints" / "rl" / "eval.json").read_text())
     assert rl["acc 3x3 %"] == round(100 * ev["sizes"]["3x3"]["accuracy"]["p"])
+    parents = dict(zip(table["checkpoint"], table["parent"]))  # names, not content hashes
+    assert parents["rl"] == "sft_reflection" and parents["sft"] == "base" and parents["base"] == ""
 
 
 def test_home_draws_the_ds_picture_from_a_parsed_episode(data_dir):
