@@ -89,7 +89,7 @@ def _objective(name):
     return OBJECTIVES[name]
 
 
-def _check_episode(model, episode):
+def _check_episode(model, episode, require_decision: bool = True):
     ids, roles = list(episode.token_ids), list(episode.roles)
     if len(ids) != len(roles):
         raise AttributionError(f"episode has {len(ids)} tokens but {len(roles)} roles")
@@ -104,7 +104,7 @@ def _check_episode(model, episode):
         raise AttributionError(
             "the episode has no generated tokens (only a prompt): there is no objective term to attribute"
         )
-    if not any(roles[i] == "decision" for i in gen):
+    if require_decision and not any(roles[i] == "decision" for i in gen):
         flags = ", ".join(getattr(episode, "flags", ())) or "none"
         raise AttributionError(
             "the episode has no decision tokens: the checkpoint/tagger has no decision tokens in this "
@@ -152,11 +152,22 @@ class Engine:
     """Holds one episode's setup: ids, mask, the per-token term function of the parameters."""
 
     def __init__(
-        self, model, episode, objective, *, advantage, ref_model, clip_eps, tokenizer, ref_tokenizer, parameters="all"
+        self,
+        model,
+        episode,
+        objective,
+        *,
+        advantage,
+        ref_model,
+        clip_eps,
+        tokenizer,
+        ref_tokenizer,
+        parameters="all",
+        require_decision=True,
     ):
         self.model = model
         self.obj = _objective(objective)
-        ids, roles, gen = _check_episode(model, episode)
+        ids, roles, gen = _check_episode(model, episode, require_decision)
         if self.obj.needs and "advantages" in self.obj.needs:
             if advantage is None or not math.isfinite(float(advantage)):
                 raise AttributionError(

@@ -46,7 +46,7 @@ __all__ = [
 GRAM_CHUNK = 1 << 16  # elements per float64 slice of a Gram product (bounds the float64 copy)
 
 
-def _grams(comp, names) -> dict[str, torch.Tensor]:
+def component_grams(comp, names) -> dict[str, torch.Tensor]:
     """Per parameter, the 3x3 float64 Gram matrix of its (G_S, G_D, G_O) slices: every figure of
     any group is a function of the sum of its parameters' Gram matrices. An absent component (no
     tokens of that role: None in `comp`) has a zero row and column. Each product is accumulated
@@ -72,7 +72,7 @@ def _grams(comp, names) -> dict[str, torch.Tensor]:
     return out
 
 
-def _figures(name, gram, n_params, n_S, n_D, n_O, params=()) -> ComponentFigures:
+def component_figures(name, gram, n_params, n_S, n_D, n_O, params=()) -> ComponentFigures:
     m = gram.tolist()
     nS, nD, nO = (math.sqrt(max(m[k][k], 0.0)) for k in range(3))
     g2 = float(gram.sum())
@@ -166,10 +166,10 @@ def attribute(
         t = time.perf_counter()
         present = [k for k, _ in COMPONENTS if eng.positions[k]]
         comp, graph = eng.components(l, leaves, present, jvp_method)
-        grams = _grams(comp, eng.names)
+        grams = component_grams(comp, eng.names)
         sizes = {n: p.numel() for n, p in leaves.items()}
         n = {k: len(eng.positions[k]) for k, _ in COMPONENTS}
-        fig = _figures("model", sum(grams.values()), sum(sizes.values()), n["S"], n["D"], n["O"])
+        fig = component_figures("model", sum(grams.values()), sum(sizes.values()), n["S"], n["D"], n["O"])
         if not fig.norm_G > 0:
             raise AttributionError(
                 f"the gradient of {objective!r} on this episode is zero (|G| = 0): shares are "
@@ -198,7 +198,7 @@ def attribute(
         groups = []
         for gname, names in parameter_groups(model, eng.names).items():
             groups.append(
-                _figures(
+                component_figures(
                     gname, sum(grams[x] for x in names), sum(sizes[x] for x in names), n["S"], n["D"], n["O"], names
                 )
             )

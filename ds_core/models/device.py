@@ -4,7 +4,7 @@ Devices: "auto" (the default: CUDA when present, else Apple's MPS, else the CPU)
 "cuda:N", "mps". Precision: "auto" (float32 on the CPU and MPS; bfloat16 on a CUDA device that
 supports it, else float16), "float32", "bfloat16", "float16". Whatever the weights' precision,
 log-probabilities are computed in float32 (ds_core.objectives.terms.token_logprobs) and the
-attribution figures accumulate in float64 (ds_core.attribution.gradient._grams). Nothing needs a
+attribution figures accumulate in float64 (ds_core.attribution.gradient.component_grams). Nothing needs a
 GPU: the tests run on the CPU, and the shipped results were computed there (a GPU's sampled
 episodes can differ from the CPU's in the last bits, and with them the stored runs).
 """

@@ -24,6 +24,7 @@ from ui.services.calibration import (
     parse_size_list,
     report_row,
     run_key_for,
+    size_axis_title,
     task_name,
 )
 from ui.services.calibration_compute import compute_missing, missing_episodes
@@ -92,6 +93,10 @@ def test_settings_refuse_bad_values(kw):
 
 def test_parse_size_list():
     assert [s.name for s in parse_size_list("3x3-3x5, 3x4, 3x10")] == ["3x3", "3x4", "3x5", "3x10"]
+    # sorted by shape however typed: a 2x2 typed last is plotted first, not after 3x9
+    assert [s.name for s in parse_size_list("3x3-3x5, 2x2, 1+1")] == ["2x2", "3x3", "3x4", "3x5", "1+1"]
+    assert size_axis_title(["3x3", "3x9"]) == "size (3-digit × n-digit)"
+    assert size_axis_title(["2x2", "3x9"]) == "size (digits × digits)"
     for bad in ("", " , ", "3x99", "abc", "3x9-3x3", "1x1-1x12, 2x1-2x12"):
         with pytest.raises(TaskError):
             parse_size_list(bad)
@@ -357,6 +362,22 @@ def test_charts(shipped_refs):
     fig3 = predicted_observed_figure(predicted_observed(f))
     assert fig3.data[0].name == "y = x" and list(fig3.data[0].x) == [0, 1]
     assert len(fig3.data) == 3 and list(fig3.data[1].text) == list(SIZES)
+    # the square aspect shrinks the plot, not the range (it read -50 %..150 %); axes stay 0..100 %
+    assert fig3.layout.xaxis.constrain == fig3.layout.yaxis.constrain == "domain"
+    assert list(fig3.layout.xaxis.range) == list(fig3.layout.yaxis.range) == [-0.04, 1.06]
+    # points on top of each other (OOD sizes all near 0) label to different sides
+    pts = [(x, y) for t in fig3.data[1:] for x, y in zip(t.x, t.y) if x is not None and y is not None]
+    pos = [p for t in fig3.data[1:] for p, x, y in zip(t.textposition, t.x, t.y) if x is not None and y is not None]
+    close = [
+        (i, j)
+        for i in range(len(pts))
+        for j in range(i)
+        if abs(pts[i][0] - pts[j][0]) + abs(pts[i][1] - pts[j][1]) < 0.01
+    ]
+    assert close and any(pos[i] != pos[j] for i, j in close)
+    assert fig2.layout.xaxis2.title.text == "size (3-digit × n-digit)"
+    typed = calibration_figure(calibration_long(f), ["2x2", *SIZES])
+    assert typed.layout.xaxis2.title.text == "size (digits × digits)"
     assert colour_map(["a", "b", "a"]) == {"a": colour_map(["a"])["a"], "b": colour_map(["x", "b"])["b"]}
     empty = gather([], parse_size_list("3x3"), Settings(), None).frame
     for fig in (

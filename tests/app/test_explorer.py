@@ -290,8 +290,11 @@ def test_counterfactual_refusals(rl, episode, bpe_tokenizer):
 def test_charts_from_real_frames(rl, episode, atts):
     figs = ex.figures_frame(atts)
     f = charts.decision_sampling_figure(figs)
-    assert len(f.data) == 6 and list(f.data[0].x) == list(figs["label"])
+    assert len(f.data) == 7 and list(f.data[0].x) == list(figs["label"])
     assert list(f.data[0].y) == pytest.approx(list(figs["norm_G_S"]))
+    shares = [t for t in f.data if t.name.startswith("share")]  # sampling and decision, side by side
+    assert [list(t.y) for t in shares] == [pytest.approx(list(figs["share_S"])), pytest.approx(list(figs["share_D"]))]
+    assert f.layout.yaxis.exponentformat == "power" and f.layout.yaxis.dtick >= 1  # 10^k at the decades
     for metric in charts.HEATMAP_METRICS:
         h = charts.groups_heatmap(ex.groups_frame(atts), metric)
         assert list(h.data[0].y)[-1] == "model" and list(h.data[0].x) == list(ex.OBJECTIVE_NAMES)

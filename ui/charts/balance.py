@@ -14,6 +14,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from ds_core.episodes.episode import OUTCOMES
+from ui.charts.axes import log_axis
 
 PARAMS = ("s", "dC", "dW")
 PARAM_LABELS = {"s": "θ_s (sampling)", "dC": "θ_d|C (STOP when correct)", "dW": "θ_d|W (RESAMPLE when wrong)"}
@@ -210,6 +211,8 @@ def sweep_fig(
         fig.add_trace(tr)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     n_rows = math.ceil(df[facet].nunique() / 2) if wrap else 1
+    fig.update_xaxes(**log_axis(df["n_sampling"]))
+    fig.update_yaxes(**log_axis(df[metric]))
     fig.update_layout(
         title=title,
         height=330 * n_rows + 120,

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui.charts.axes import log_axis
 from ui.charts.balance import OBJECTIVE_COLOURS, PARAM_COLOURS, PARAM_LABELS, PARAMS, empty_figure, positive
 
 
@@ -47,7 +48,7 @@ def figure1(frame: pd.DataFrame, *, log_abs: bool = False, show_sft: bool = True
                 col=c,
             )
         if log_abs:
-            fig.update_yaxes(type="log", row=r, col=c)
+            fig.update_yaxes(**log_axis(), row=r, col=c)
     ratios = [("surrogate", "surrogate_ratio"), ("kl", "kl_ratio")]
     if show_sft and "sft_ratio" in frame:
         ratios.append(("sft", "sft_ratio"))
@@ -93,7 +94,7 @@ def figure1(frame: pd.DataFrame, *, log_abs: bool = False, show_sft: bool = True
                 font=dict(size=10, color="#6b7280"),
             )
         )
-    fig.update_yaxes(type="log", row=2, col=1)
+    fig.update_yaxes(**log_axis([v for _, c in ratios for v in frame[c]]), row=2, col=1)
     if "reset" in frame:
         resets = frame.loc[frame["reset"].astype(bool), "step"].tolist()
         if 0 < len(resets) <= 60:
@@ -215,7 +216,7 @@ def toy_length_fig(sweep: pd.DataFrame, labels: dict | None = None) -> go.Figure
             tickvals=ls.tolist(),
             ticktext=[f"{x:g}" for x in ls],
         ),
-        yaxis=dict(title="|g_s| / |(g_dC, g_dW)|", type="log"),
+        yaxis=dict(title="|g_s| / |(g_dC, g_dW)|", **log_axis(sweep["median"])),
         height=420,
         legend=dict(orientation="h", y=-0.25),
         margin=dict(t=50, b=40, l=60, r=20),

@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ds_core.episodes.tasks import TaskError
+from ui.services.calibration import size_axis_title
+
 PALETTE = ("#1d4ed8", "#c2410c", "#15803d", "#7c3aed", "#be185d", "#0e7490", "#a16207", "#4b5563")
 PAPER_GREY = "#6b7280"
 TRAIN_SIZES = ("3x3", "3x4")
@@ -53,9 +56,16 @@ def _empty(title: str, msg: str) -> go.Figure:
     return fig
 
 
+def _size_title(sizes) -> str:
+    try:
+        return size_axis_title(sizes)
+    except TaskError:  # a label that is not a size: say nothing about digits
+        return "size"
+
+
 def _size_axis(fig: go.Figure, sizes, **kw) -> None:
     fig.update_xaxes(
-        type="category", categoryorder="array", categoryarray=list(sizes), title_text="size (3-digit × n-digit)", **kw
+        type="category", categoryorder="array", categoryarray=list(sizes), title_text=_size_title(sizes), **kw
     )
 
 
@@ -165,8 +175,8 @@ def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
     width = (1 - 2 * gap) / 3
     layout: dict = {
         "title": {"text": title},
-        "height": 420,
-        "margin": {"t": 80, "r": 10},
+        "height": 440,
+        "margin": {"t": 80, "r": 10, "b": 70},
         "annotations": [],
         "shapes": [],
     }
@@ -181,7 +191,7 @@ def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
             "type": "category",
             "categoryorder": "array",
             "categoryarray": sizes,
-            "title": {"text": "size (3-digit × n-digit)" if col == 2 else "size"},
+            "title": {"text": _size_title(sizes) if col == 2 else "size"},
         }
         layout[f"yaxis{sfx}"] = {
             "anchor": f"x{sfx}",
@@ -258,6 +268,28 @@ def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
     return go.Figure(data=traces, layout=layout)
 
 
+LABEL_SPOTS = (("top center", 0, 1), ("bottom center", 0, -1), ("middle right", 1, 0), ("middle left", -1, 0))
+LABEL_GAP = 0.06  # points closer than this (in accuracy units) would print their labels on each other
+
+
+def _label_positions(xs, ys, placed: list) -> list[str]:
+    """A text position per point, the first of LABEL_SPOTS whose label anchor is not within
+    LABEL_GAP of one already placed (`placed` is updated): nearby points label to different sides."""
+    out = []
+    for x, y in zip(xs, ys):
+        if x is None or y is None:
+            out.append("top center")
+            continue
+        spots = [(pos, x + dx * LABEL_GAP / 2, y + dy * LABEL_GAP / 2) for pos, dx, dy in LABEL_SPOTS]
+        free = (
+            s for s in spots if all(abs(s[1] - px) >= LABEL_GAP or abs(s[2] - py) >= LABEL_GAP / 2 for px, py in placed)
+        )
+        pos, ax, ay = next(free, spots[-1])
+        placed.append((ax, ay))
+        out.append(pos)
+    return out
+
+
 def predicted_observed_figure(po: pd.DataFrame) -> go.Figure:
     """Figure 3: predicted (y) vs observed (x) accuracy per (checkpoint, size), bootstrap 95%
     error bars on both, the y = x line. Filled markers: training sizes; open: out of distribution.
@@ -273,18 +305,20 @@ def predicted_observed_figure(po: pd.DataFrame) -> go.Figure:
             x=[0, 1], y=[0, 1], mode="lines", name="y = x", line=dict(color="#9ca3af", dash="dot"), hoverinfo="skip"
         )
     )
+    placed: list[tuple[float, float]] = []  # label anchors so far (points of every checkpoint)
     for label, g in pts.groupby("checkpoint", sort=False):
         xp, xm = _err(g["observed"], g["observed_lo"], g["observed_hi"])
         yp, ym = _err(g["predicted"], g["predicted_lo"], g["predicted_hi"])
         symbols = ["circle" if d else "circle-open" for d in g["in_distribution"]]
+        obs, pred = _nan_to_none(g["observed"]), _nan_to_none(g["predicted"])
         fig.add_trace(
             go.Scatter(
-                x=_nan_to_none(g["observed"]),
-                y=_nan_to_none(g["predicted"]),
+                x=obs,
+                y=pred,
                 name=str(label),
                 mode="markers+text",
                 text=list(g["size"]),
-                textposition="top center",
+                textposition=_label_positions(obs, pred, placed),
                 textfont=dict(size=10, color=colours[label]),
                 marker=dict(color=colours[label], size=10, symbol=symbols, line=dict(width=2, color=colours[label])),
                 error_x=dict(type="data", symmetric=False, array=xp, arrayminus=xm, thickness=1),
@@ -296,9 +330,19 @@ def predicted_observed_figure(po: pd.DataFrame) -> go.Figure:
                 ),
             )
         )
-    fig.update_xaxes(title_text="observed accuracy", tickformat=".0%", range=[-0.04, 1.06])
+    # constrain="domain": the square aspect shrinks the plot area instead of widening the range
+    # (which otherwise ran from -50 % to 150 %)
+    fig.update_xaxes(
+        title_text="observed accuracy", tickformat=".0%", range=[-0.04, 1.06], constrain="domain", dtick=0.2
+    )
     fig.update_yaxes(
-        title_text="predicted accuracy", tickformat=".0%", range=[-0.04, 1.06], scaleanchor="x", scaleratio=1
+        title_text="predicted accuracy",
+        tickformat=".0%",
+        range=[-0.04, 1.06],
+        scaleanchor="x",
+        scaleratio=1,
+        constrain="domain",
+        dtick=0.2,
     )
     fig.update_layout(
         title=title, height=520, margin=dict(t=60, r=10), legend_title_text="filled: training sizes · open: OOD"

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui.charts.axes import log_axis
 from ui.tokens import ROLE_COLOURS
 
 PALETTE = ("#0f766e", "#b91c1c", "#7c3aed", "#ca8a04", "#2563eb", "#db2777", "#65a30d", "#475569")
@@ -243,8 +244,9 @@ def attribution_figures_chart(figures: pd.DataFrame, objective: str) -> go.Figur
         row=1,
         col=3,
     )
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_yaxes(**log_axis([*f["norm_G_S"], *f["norm_G_D"]]), row=1, col=1)
+    fig.update_yaxes(**log_axis(ratio), row=1, col=2)
+    fig.update_xaxes(automargin=True)
     fig.add_hline(y=1, line_dash="dot", line_color="#6b7280", row=1, col=2)
     fig.update_yaxes(range=[-1, 1], row=1, col=3)
     fig.update_layout(title=title, barmode="group", height=400, legend_title_text="")

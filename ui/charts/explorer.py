@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui.charts.axes import log_axis
 from ui.tokens import ROLE_COLOURS
 
 S_COLOUR, D_COLOUR = ROLE_COLOURS["sampling"], ROLE_COLOURS["decision"]
@@ -67,7 +68,7 @@ def _fmt(v) -> str:
 
 def decision_sampling_figure(figures: pd.DataFrame) -> go.Figure:
     """Four panels of bars, one bar (group) per objective: |G_S| and |G_D| (log), the ratio
-    |G_S|/|G_D| and the per-token ratio (log), cos(G_S, G_D), the decision share."""
+    |G_S|/|G_D| and the per-token ratio (log), cos(G_S, G_D), the sampling and decision shares."""
     title = "Decision vs sampling gradient per objective"
     if not len(figures):
         return _empty(title, "no objective could be attributed on this episode")
@@ -75,9 +76,10 @@ def decision_sampling_figure(figures: pd.DataFrame) -> go.Figure:
     fig = make_subplots(
         rows=2,
         cols=2,
+        shared_xaxes=True,  # the objective names once, under the bottom row (no clipped labels)
         horizontal_spacing=0.12,
-        vertical_spacing=0.2,
-        subplot_titles=("|G_S| and |G_D|", "ratio |G_S| / |G_D|", "cos(G_S, G_D)", "decision share of |G|²"),
+        vertical_spacing=0.14,
+        subplot_titles=("|G_S| and |G_D|", "ratio |G_S| / |G_D|", "cos(G_S, G_D)", "shares of |G|² (add to 1)"),
     )
     for col, name, colour in (("norm_G_S", "|G_S| sampling", S_COLOUR), ("norm_G_D", "|G_D| decision", D_COLOUR)):
         fig.add_trace(
@@ -118,22 +120,24 @@ def decision_sampling_figure(figures: pd.DataFrame) -> go.Figure:
         2,
         1,
     )
-    fig.add_trace(
-        go.Bar(
-            x=x,
-            y=_finite(figures["share_D"]),
-            name="share_D",
-            marker_color=D_COLOUR,
-            showlegend=False,
-            customdata=[_fmt(v) for v in figures["share_D"]],
-            hovertemplate="%{x} decision share = %{customdata}<extra></extra>",
-        ),
-        2,
-        2,
-    )
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=2)
+    for col, name, colour in (("share_S", "sampling", S_COLOUR), ("share_D", "decision", D_COLOUR)):
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=_finite(figures[col]),
+                name=f"share {name}",
+                marker_color=colour,
+                showlegend=False,
+                customdata=[_fmt(v) for v in figures[col]],
+                hovertemplate=f"%{{x}} {name} share = %{{customdata}}<extra></extra>",
+            ),
+            2,
+            2,
+        )
+    fig.update_yaxes(**log_axis([*figures["norm_G_S"], *figures["norm_G_D"]]), row=1, col=1)
+    fig.update_yaxes(**log_axis([*figures["ratio_SD"], *figures["ratio_SD_per_token"]]), row=1, col=2)
     fig.update_yaxes(range=[-1.05, 1.05], row=2, col=1)
+    fig.update_xaxes(automargin=True, tickangle=0)
     fig.add_hline(y=1, line_dash="dot", line_color="#6b7280", row=1, col=2)
     fig.update_layout(
         title=title, barmode="group", height=560, margin=dict(t=80, b=40), legend=dict(orientation="h", y=-0.08)

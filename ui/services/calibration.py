@@ -74,8 +74,9 @@ SAMPLING_DEFAULTS = Settings().sampling_key()  # for an eval.json that leaves a 
 
 
 def parse_size_list(text: str, max_sizes: int = MAX_SIZES) -> list[TaskSpec]:
-    """'3x3-3x9' or '3x3, 3x5' -> sizes (duplicates dropped, order kept); TaskError when unreadable,
-    empty, or more than `max_sizes`."""
+    """'3x3-3x9' or '3x5, 2x2' -> sizes, duplicates dropped, sorted by shape (operation, then the
+    first operand's digits, then the second's: '2x2' comes before '3x3' however it was typed);
+    TaskError when unreadable, empty, or more than `max_sizes`."""
     specs = parse_sizes(text)
     out, seen = [], set()
     for s in specs:
@@ -86,7 +87,17 @@ def parse_size_list(text: str, max_sizes: int = MAX_SIZES) -> list[TaskSpec]:
                 raise CalibrationInputError(f"at most {max_sizes} sizes at once (asked for more)")
     if not out:
         raise CalibrationInputError("no sizes given: type sizes like '3x3-3x9' or '3x3, 3x5'")
-    return out
+    return sorted(out, key=lambda s: (s.op != "*", s.a_digits, s.b_digits))
+
+
+def size_axis_title(sizes) -> str:
+    """'size (3-digit × n-digit)' when every size is 3xN, else what they have in common."""
+    specs = [TaskSpec.parse(s) if isinstance(s, str) else s for s in sizes]
+    ops = {s.op for s in specs}
+    sign = "×" if ops == {"*"} else ("+" if ops == {"+"} else "×/+")
+    firsts = {s.a_digits for s in specs}
+    first = f"{next(iter(firsts))}-digit" if len(firsts) == 1 else "digits"
+    return f"size ({first} {sign} {'n-digit' if len(firsts) == 1 else 'digits'})"
 
 
 def run_key_for(ckpt_hash: str, spec: TaskSpec, settings: Settings, fmt_key: dict | None = None) -> RunKey:
