@@ -37,11 +37,14 @@ from ui.services.explorer import (
     VIEWS,
     attempts_frame,
     decision_choices,
+    default_objective,
     episode_summary,
     figures_frame,
     groups_frame,
     has_decision_tokens,
+    huge_ratio_notes,
     parameter_scope,
+    sampling_config,
     sampling_key,
     segmentation_frame,
     shading_scale,
@@ -49,9 +52,18 @@ from ui.services.explorer import (
     token_table,
     view_frame,
 )
+from ui.services.group_view import sample_group
 from ui.tokens import legend_html, token_html
-from ui.views import explorer_decisions
-from ui.views.explorer_work import cached_advantage, cached_attributions, cached_episode, fmt_value, warm_up_started
+from ui.views import explorer_decisions, group_view
+from ui.views.explorer_work import (
+    cached_advantage,
+    cached_attributions,
+    cached_episode,
+    checkpoint_of,
+    fmt_value,
+    problem_of,
+    warm_up_started,
+)
 
 st.set_page_config(page_title="Episode explorer · DS-Lens", layout="wide")
 
@@ -69,9 +81,11 @@ st.markdown(
     "`[RESAMPLE]`) and shaded by how the chosen objective's gradient is attributed to it: its "
     "*share* s_t = <∇l_t, G>/|G|² (shares sum to 1), its gradient norm |∇l_t|, or its alignment "
     "with the decision gradient G_D or the sampling gradient G_S. Hover a token for its numbers. "
-    "The paper's Gradient Attribution Property predicts |G_S|/|G_D| of the order of the length "
-    "ratio for SFT and the KL terms, and a balanced split (same advantage on every token) for the "
-    "surrogate."
+    "The paper's Gradient Attribution Property: SFT and the KL terms weight every token the same, "
+    "so the many sampling tokens outweigh the few decision tokens; the GRPO surrogate weights every "
+    "token of an episode by that episode's advantage A. On **one** episode that makes the surrogate's "
+    "split exactly SFT's (its gradient is −A × SFT's); the balance Theorem 3.1 speaks of is a property "
+    "of the sum over a GRPO group, with advantages of both signs: see **The GRPO group** below."
 )
 
 c1, c2, c3 = st.columns([2, 2, 3])
@@ -177,14 +191,7 @@ with st.expander("Segmentation: attempts, decision spans, the answer read from e
 # ------------------------------------------------------------------------------- attribution settings
 st.subheader("Gradient attribution")
 a1, a2, a3, a4 = st.columns([2, 3, 3, 3])
-objective = a1.selectbox(
-    "Objective",
-    OBJECTIVE_NAMES,
-    index=OBJECTIVE_NAMES.index("kl_k3"),
-    format_func=lambda o: OBJECTIVE_LABELS[o],
-    key="ex_objective",
-    help="the objective whose gradient shades the tokens (KL k3 is the KL loss the RL checkpoint was trained with)",
-)
+objective_slot = a1.empty()  # filled once the attributions say which objectives this episode has
 shading = a1.radio(
     "Full colour at",
     list(SHADING),
@@ -209,6 +216,7 @@ adv_src = a3.radio(
     help="GRPO: the episode among n fresh rollouts of its problem (same settings), "
     "A = (R - mean)/std; or a value of your own",
 )
+group_n = int(st.session_state.get("ex_group_n", 8))
 if adv_src == "GRPO group":
     group_n = int(a3.number_input("Group size n (fresh rollouts)", 1, 64, 8, 1, key="ex_group_n"))
 else:
@@ -267,9 +275,22 @@ with user_errors("Cannot load the KL reference"):
         ref_ckpt_path, ref_digest = choices[ref_label], ref.hash
 
 atts = None
+objective = "kl_k3"
 with user_errors("Cannot attribute the episode"):
     with st.spinner("Attributing the gradient of each objective…"):
         atts = cached_attributions(*key, OBJECTIVE_NAMES, advantage, ref_ckpt_path, ref_digest, False, params_spec)
+        # the default is an objective this episode has (KL k3, the RL checkpoint's KL loss, when there
+        # is a reference; else the surrogate when A != 0; else SFT): the first view is never empty
+        default_obj = default_objective(atts)
+        objective = objective_slot.selectbox(
+            "Objective",
+            OBJECTIVE_NAMES,
+            index=OBJECTIVE_NAMES.index(default_obj),
+            format_func=lambda o: OBJECTIVE_LABELS[o],
+            key=f"ex_objective_{Path(req['path']).name}",
+            help="the objective whose gradient shades the tokens (KL k3 is the KL loss the RL checkpoint was "
+            "trained with); the default is one this episode can be attributed under",
+        )
         shown = atts
         if view == "norm" and objective in atts.results:
             shown = cached_attributions(*key, (objective,), advantage, ref_ckpt_path, ref_digest, True, params_spec)
@@ -327,6 +348,8 @@ if atts is not None:
         figs = figures_frame(atts)
         chart(decision_sampling_figure(figs), "decision vs sampling", key="ex_chart_figures")
         table(figs, "decision vs sampling figures", key="ex_dl_figures")
+        for note in huge_ratio_notes(atts):
+            st.caption(note)
 
     st.subheader("Per parameter group")
     metric = st.selectbox(
@@ -342,6 +365,28 @@ if atts is not None:
         if shown is not atts and objective in shown.results:
             tt[f"grad_norm[{objective}]"] = shown.results[objective].grad_norm
         table(tt, "episode tokens", key="ex_dl_tokens")
+
+# ------------------------------------------------------------------------------- the GRPO group
+st.subheader("The GRPO group (Theorem 3.1)")
+group_view.section(
+    (*key, group_n, ref_digest, params_spec),
+    checkpoint_of(req["path"], ckpt.hash, req.get("fmt", ())),
+    lambda: sample_group(
+        checkpoint_of(req["path"], ckpt.hash, req.get("fmt", ())),
+        problem_of(req["problem"]),
+        sampling_config(*req["cfg"]),
+        group_n,
+        GROUP_SEED_OFFSET + int(req["seed"]),
+        first=ep,
+    ),
+    get_checkpoint(ref_ckpt_path) if ref_ckpt_path else None,
+    params_spec,
+    "ex",
+    f"This episode and the {group_n} fresh rollouts its GRPO advantage came from, as one GRPO step sees "
+    "them: each objective's gradient summed over the group, every episode weighted by its own advantage "
+    "(both signs), split into sampling and decision tokens. Theorem 3.1 is about this sum, not one "
+    "episode: on one episode the surrogate's split is exactly SFT's.",
+)
 
 # ------------------------------------------------------------------------------- decisions
 explorer_decisions.render(ep, ckpt, decisions, key, req, shading)

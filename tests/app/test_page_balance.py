@@ -43,7 +43,12 @@ def test_page_renders_with_the_toy_and_shipped_results(data_dir):
     assert at.title[0].value == "Gradient balance"
     m = metrics(at)
     assert 0.5 < float(m["surrogate S:D (median)"]) < 2 and float(m["KL S:D (median)"]) > 2
-    assert at.radio(key="balance_view").options == ["Toy (Figure 1)", "Length sweep", "Dataset distributions"]
+    assert at.radio(key="balance_view").options == [
+        "Toy (Figure 1)",
+        "Length sweep",
+        "Dataset distributions",
+        "GRPO group",
+    ]
     assert not at.error and len(at.dataframe) == 2  # the toy's summary and per-step tables
     from ds_core.analysis.balance.shipped import SHIPPED_FILE
 
@@ -177,3 +182,31 @@ def test_dataset_view_on_a_chat_model_with_its_own_settings(data_dir, tmp_path, 
     # the default instruction is another run: not stored yet
     run(at.text_input(key="data_fmt_instruction").input("What is {a} {word} {b}?"))
     assert any("Not in the results store yet" in i.value for i in at.info)
+
+
+def test_group_view_computes_the_group_gradient_and_says_what_it_shows(data_dir):
+    """sft_reflection on 3x3 problem 0, seed 0 (the view's default): a group of 16 with mixed outcomes."""
+    at = run(AppTest.from_file(PAGE, default_timeout=300))
+    run(at.radio(key="balance_view").set_value("GRPO group"))
+    assert not at.error and not at.get("plotly_chart")  # nothing computed before the toggle
+    run(at.toggle(key="grp_group_on").set_value(True))
+    assert not at.error
+    text = " ".join(m.value for m in at.markdown)
+    assert "per-episode |G_S|/|G_D| equals SFT's on" in text  # Theorem 3.1's weighting, checked
+    assert "Group surrogate |G_S|/|G_D| =" in text and "SFT's" in text
+    figs = next(d.value for d in at.dataframe if "|G_S|/|G_D|" in d.value.columns)
+    assert set(figs["objective"]) == {"GRPO surrogate", "SFT (token sum)", "KL (k3, low_var_kl)", "KL (k1, in reward)"}
+    eps = next(d.value for d in at.dataframe if "A" in d.value.columns)
+    assert len(eps) == 16 and list(eps["episode"]) == list(range(1, 17))
+    contrib = [c for c in eps.columns if c.endswith(": S") or c.endswith(": D")]
+    sums = {c.split(":")[0] for c in contrib}
+    for o in sums:  # every objective's contributions add to 1 (the O tokens are the rest)
+        assert eps[f"{o}: S"].sum() + eps[f"{o}: D"].sum() == pytest.approx(1.0, abs=0.02)
+    assert abs(eps["A"].sum()) < 1e-4 and (eps["A"] > 0).any() and (eps["A"] < 0).any()
+    # an all-correct group has no surrogate gradient, and the page says so from the numbers
+    run(at.number_input(key="grp_index").set_value(1))
+    assert "cannot appear" in " ".join(m.value for m in at.markdown)
+    # a typed problem the model cannot read is a message
+    run(at.radio(key="grp_source").set_value("typed"))
+    run(at.text_input(key="grp_text").set_value("12 times banana"))
+    assert at.error and not at.exception

@@ -85,7 +85,7 @@ def test_run_shows_episode_figures_tables_and_decisions(data_dir):
 def test_controls_change_what_is_shown(data_dir):
     at = _run(_page())
     before = _html(at)
-    at.selectbox(key="ex_objective").select("dft").run()
+    at.selectbox(key="ex_objective_rl").select("dft").run()
     assert not at.exception
     assert any("DFT" in m.value and "share" in m.value for m in at.markdown)
     assert _html(at) != before
@@ -102,7 +102,7 @@ def test_controls_change_what_is_shown(data_dir):
     assert tokens["grad_norm[kl_k3]"].isna().all()
     # a user advantage makes the surrogate attributable
     at.radio(key="ex_adv_src").set_value("my value").run()
-    at.selectbox(key="ex_objective").select("surrogate").run()
+    at.selectbox(key="ex_objective_rl").select("surrogate").run()
     assert not at.exception
     assert any("surrogate" in m.value and "shaded" in m.value for m in at.markdown)
     at.selectbox(key="ex_group_metric").select("cos_SD").run()
@@ -158,8 +158,12 @@ def test_base_checkpoint_has_no_default_reference(data_dir):
     at.selectbox(key="ex_ckpt").select("base").run()
     _run(at)
     assert "No default" in _texts(at, "caption")
-    assert "not attributed" in _texts(at, "info")  # KL k3 (the default objective) skipped
+    # no reference, so no KL k3: the default objective is one the episode has, never an empty view
+    assert "not attributed" not in _texts(at, "info")
+    assert at.selectbox(key="ex_objective_base").value in ("surrogate", "sft_sum")
+    assert any("shaded" in m.value for m in at.markdown)
     at.selectbox(key="ex_ref_base").select("sft").run()
+    at.selectbox(key="ex_objective_base").select("kl_k3").run()
     assert not at.exception
     assert any("KL k3" in m.value and "shaded" in m.value for m in at.markdown)
 
@@ -303,3 +307,18 @@ def test_chat_model_segmentation_and_forced_revision(data_dir, tmp_path, chat_to
     at.button(key="ex_cf").click().run()
     assert not at.exception and not at.error
     assert "'Wait, let me check that again.' was written there" in _texts(at, "caption")
+
+
+def test_group_view_is_the_group_the_advantage_came_from(data_dir):
+    at = _run(_page())
+    assert not at.get("toggle") or not at.toggle(key="ex_group_on").value  # off until asked
+    at.toggle(key="ex_group_on").set_value(True).run()
+    assert not at.exception and not at.error
+    eps = next(d.value for d in at.dataframe if "A" in d.value.columns and "verdicts" in d.value.columns)
+    assert len(eps) == 1 + 8 and eps["episode"].iloc[0] == 1  # this episode + the 8 fresh rollouts
+    tokens = int(next(m.value for m in at.metric if m.label == "Generated tokens"))
+    assert eps["tokens"].iloc[0] == tokens
+    # rl on its in-distribution default: every rollout correct, so A = 0 and the page says what that means
+    if eps["correct"].all():
+        assert "cannot appear" in " ".join(m.value for m in at.markdown)
+        assert "A = 0" in _texts(at, "warning")

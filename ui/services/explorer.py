@@ -45,6 +45,8 @@ __all__ = [
     "decision_choices",
     "group_advantage",
     "attribute_objectives",
+    "default_objective",
+    "huge_ratio_notes",
     "skipped_lines",
     "figures_frame",
     "groups_frame",
@@ -250,6 +252,45 @@ def attribute_objectives(
         if progress:
             progress(i + 1, len(objectives))
     return Attributions(results, skipped, None if advantage is None else float(advantage))
+
+
+DEFAULT_ORDER = ("kl_k3", "surrogate", "sft_sum")  # the explorer's first choice, when attributed
+
+
+def default_objective(atts: Attributions) -> str:
+    """The first of DEFAULT_ORDER (then of every objective) that `atts` holds a result for."""
+    for o in (*DEFAULT_ORDER, *OBJECTIVE_NAMES):
+        if o in atts.results:
+            return o
+    return DEFAULT_ORDER[0]
+
+
+HUGE_RATIO = 1e6
+
+
+def huge_ratio_notes(atts: Attributions) -> list[str]:
+    """Why an objective's |G_S|/|G_D| is enormous, from its own per-token terms: a KL term whose
+    decision tokens sit where the model and its reference agree has almost no gradient there."""
+    out = []
+    for o, r in atts.results.items():
+        ratio = r.figures.ratio_SD
+        if not (math.isfinite(ratio) and ratio > HUGE_RATIO):
+            continue
+        by = {role: [abs(t) for t, x in zip(r.term, r.roles) if x == role] for role in ("sampling", "decision")}
+        if not by["sampling"] or not by["decision"]:
+            continue
+        ms, md = (sum(v) / len(v) for v in (by["sampling"], by["decision"]))
+        line = (
+            f"{OBJECTIVE_LABELS[o]}: |G_S|/|G_D| = {ratio:.2g} because its per-token term averages "
+            f"{md:.2g} on the decision tokens against {ms:.2g} on the sampling tokens"
+        )
+        if o in ("kl_k1", "kl_k3"):
+            line += (
+                ": the model and its KL reference agree almost exactly on the decision tokens, and a KL term's "
+                "gradient there (1 − π_ref/π for k3) is then almost 0"
+            )
+        out.append(line + ".")
+    return out
 
 
 def parameter_scope(ckpt, spec: str) -> tuple[str, str]:
