@@ -17,6 +17,7 @@ from ds_core.attribution.selection import SPEC_HELP
 from ds_core.episodes.tasks import EXAMPLE_PROMPTS, PROBLEM_SOURCES, TEST_SET_N, TEST_SET_SIZES, pick_problem
 from ui.charts.explorer import HEATMAP_METRICS, decision_sampling_figure, groups_heatmap, token_figure
 from ui.common import (
+    DS_FORMAT_NOTE,
     chart,
     checkpoint_choices,
     get_checkpoint,
@@ -91,7 +92,7 @@ st.markdown(
 c1, c2, c3 = st.columns([2, 2, 3])
 ckpt_path = pick_checkpoint("Checkpoint", key="ex_ckpt", default="rl", container=c1)
 source = c2.radio(
-    "Problem",
+    "Problem from",
     PROBLEM_SOURCES,
     horizontal=True,
     key="ex_source",
@@ -110,7 +111,7 @@ if source == "test set":
     index = int(cc2.number_input(f"Problem (0..{TEST_SET_N - 1})", 0, TEST_SET_N - 1, 0, 1, key="ex_index"))
 elif source == "typed":
     text = c3.text_input(
-        "Problem",
+        "Problem (typed)",
         value="123*4567",
         key="ex_text",
         help="accepted forms: " + ", ".join(EXAMPLE_PROMPTS) + "; 1..12 digits per operand",
@@ -174,6 +175,8 @@ m3.metric("Attempts", summ["attempts"])
 m4.metric("Resamples", sum(d.verdict == "RESAMPLE" for d in ep.decisions))
 m5.metric("Generated tokens", summ["tokens"])
 st.caption(f"Verdicts: {verdicts_text(ep)}")
+if has_decision_tokens(ckpt):
+    st.caption(DS_FORMAT_NOTE)
 if ep.flags:
     st.warning(f"Flags: {summ['flags']} (README, 'Parsing').")
 text_model = not has_decision_tokens(ckpt)
@@ -205,7 +208,8 @@ view = a2.radio(
     list(VIEWS),
     horizontal=True,
     key="ex_view",
-    help="share <∇l_t, G>/|G|²; norm |∇l_t| (computed on demand, ~2 s); alignment "
+    help="share <∇l_t, G>/|G|²; norm |∇l_t| (computed on demand: one backward pass per token, its time "
+    "is shown once computed); alignment "
     "<∇l_t, G_D>/|G_D| or <∇l_t, G_S>/|G_S|",
 )
 adv_src = a3.radio(
@@ -294,6 +298,9 @@ with user_errors("Cannot attribute the episode"):
         shown = atts
         if view == "norm" and objective in atts.results:
             shown = cached_attributions(*key, (objective,), advantage, ref_ckpt_path, ref_digest, True, params_spec)
+            norm_s = shown.results[objective].timing.get("norms") if objective in shown.results else None
+            if norm_s is not None:
+                a2.caption(f"Gradient norms of {OBJECTIVE_LABELS[objective]}: {norm_s:.1f} s on this machine.")
 
 decisions = decision_choices(ep)
 picked = None

@@ -26,6 +26,7 @@ from ui.charts.compare import (
     share_diff_chart,
 )
 from ui.common import (
+    DS_FORMAT_NOTE,
     add_user_checkpoint,
     chart,
     checkpoint_choices,
@@ -224,6 +225,7 @@ path_of = dict(zip(labels, req["paths"]))
 labels = [x for x in labels if x in episodes]
 
 table(outcome_frame(episodes), "compare outcomes", key="cmp_dl_outcomes")
+st.caption(DS_FORMAT_NOTE)
 st.html(legend_html())
 for label, ep in episodes.items():
     st.markdown(f"**{label}** — {outcome_line(ep)}")

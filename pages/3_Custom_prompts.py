@@ -13,6 +13,7 @@ import streamlit as st
 
 from ds_core.episodes.tasks import EXAMPLE_PROMPTS
 from ui.common import (
+    DS_FORMAT_NOTE,
     chart,
     get_checkpoint,
     pick_checkpoints,
@@ -207,6 +208,7 @@ if RESULT_KEY in st.session_state:
         pick = st.selectbox("Generation of one row", range(len(labels)), format_func=lambda i: labels[i], key="cp_pick")
         r = view.iloc[int(pick or 0)]
         st.code(f"{r['generation']}", language=None, wrap_lines=True)
+        st.caption(DS_FORMAT_NOTE)
         st.caption(
             f"answer {r['answer']} · expected {r['expected']} · attempts {r['attempts']} · "
             f"decisions {r['decisions'] or '(none)'} · flags {r['flags'] or '(none)'}"

@@ -43,12 +43,19 @@ from ui.services.calibration import (
     gather,
     parse_size_list,
 )
-from ui.services.calibration_compute import compute_missing, missing_episodes
-from ui.services.calibration_views import calibration_long, paper_frame, percent_view, predicted_observed, table1_frame
+from ui.services.calibration_compute import compute_missing, measured_seconds, missing_episodes
+from ui.services.calibration_views import (
+    calibration_long,
+    figure2_reading,
+    paper_frame,
+    percent_view,
+    predicted_observed,
+    table1_frame,
+)
+from ui.services.timings import seconds_text
 
 SHIPPED = ("base", "sft", "sft_reflection", "rl")
 COMPUTED = "cal_computed"  # session_state: run digests sampled in this session
-EPISODES_PER_S = 35  # shipped checkpoints on 2 CPU cores (README: Table 1 in ~20 s)
 
 PROBABILITY_COLUMNS = (
     "value",
@@ -77,7 +84,8 @@ st.markdown(
     "**p_d|W** = P(RESAMPLE | wrong), and the accuracy they predict, "
     "p_s·p_d|C / (1 − [p_s(1 − p_d|C) + (1 − p_s)·p_d|W]), against the observed one "
     "(**Figures 2–3**, bootstrap 95% intervals: 100 resamples of the episodes). Training sizes: "
-    "3x3, 3x4; 3x5..3x9 are out of distribution."
+    "3x3, 3x4; 3x5..3x9 are out of distribution, and so is anything smaller (2x2, 1x1: the shipped "
+    "checkpoints never trained on it)."
 )
 
 # --- controls ------------------------------------------------------------------------------------
@@ -165,13 +173,19 @@ for note in grid.notes:
 
 if grid.missing:
     todo = missing_episodes(grid)
-    secs = max(1, round(todo / EPISODES_PER_S))
+    secs, untimed = measured_seconds(grid, store)
+    if secs is not None:
+        cost = f"{seconds_text(secs)} on this machine, from the store's timings of earlier runs"
+    else:
+        cost = (
+            f"no estimate: {', '.join(untimed)} {'has' if len(untimed) == 1 else 'have'} no timed run in the "
+            "store yet (the first run is timed and estimates use it)"
+        )
     notice = st.empty()
     notice.info(
         f"{len(grid.missing)} of {len(grid.frame)} cells have no results for these settings "
-        f"({todo} episodes to sample, roughly {secs} s for the shipped models; longer for "
-        "larger models and sizes). They are stored, so this happens once"
-        + ("; changing a control while it runs stops it (finished sizes are kept)." if secs > 30 else ".")
+        f"({todo} episodes to sample; {cost}). They are stored, so this happens once; changing a control "
+        "while it runs stops it (finished sizes are kept)."
     )
     if st.button("Compute missing runs", type="primary", key="cal_compute", disabled=store is None):
         bar = st.progress(0.0, text="Loading checkpoints…")
@@ -233,9 +247,10 @@ chart(
 st.subheader("p_s, p_d|C, p_d|W vs size (Figure 2)")
 st.caption(
     "p_s: first attempts. p_d|C and p_d|W pool every attempt followed by a decision; a "
-    "gap means undefined (no correct, or no wrong, attempt at that size). The paper: RL "
-    "keeps p_d|W at 40–60% far out of distribution, SFT with reflection lets it collapse."
+    "gap means undefined (no correct, or no wrong, attempt at that size)."
 )
+for line in figure2_reading(frame):
+    st.markdown(line)
 long = calibration_long(frame)
 chart(calibration_figure(long, size_names), "calibration_figure2", key="cal_chart_fig2")
 table(long, "calibration_p_s_p_dC_p_dW", key="cal_dl_fig2", column_config=_percent(long))

@@ -26,6 +26,12 @@ from ui.services.explorer import MAX_ATTEMPTS as MAX_PAGE_ATTEMPTS  # the pages'
 
 log = logging.getLogger("ds_lens.app")
 
+# how to read a transcript of the shipped checkpoints (every page that shows one says it)
+DS_FORMAT_NOTE = (
+    "Transcripts of the shipped checkpoints write numbers least-significant digit first: `123*7654` "
+    "is 321 × 4567 and an answer `88065` is 56088; an attempt ends with its check "
+    "`#R(a)*R(b)>p,R(answer)`, then `[STOP]` or `[RESAMPLE]`."
+)
 USER_CHECKPOINTS = "user_checkpoints"  # st.session_state key: list[str] of extra checkpoint dirs
 USER_CHECKPOINTS_FILE = "user_checkpoints.json"  # the same list, kept in the data directory
 

@@ -19,8 +19,8 @@ class Objective:
     """A named per-token objective: `terms(...)` -> [B, T] losses, 0 where mask is 0."""
 
     name: str
-    label: str  # for tables and legends
-    short: str  # for axis ticks and tight spaces
+    label: str  # its one name on every page, table, legend and axis
+    short: str  # the same name (kept for callers that ask for a short form)
     description: str
     needs: tuple[str, ...]
     function: str  # the name of its terms function in ds_core.objectives.terms
@@ -52,7 +52,7 @@ OBJECTIVES: dict[str, Objective] = {
     for o in (
         Objective(
             "surrogate",
-            "GRPO surrogate",
+            "surrogate",
             "surrogate",
             "Clipped ratio term -min(rA, clip(r)A); on-policy every token is weighted by its "
             "sequence's advantage A (balanced, Theorem 3.1).",
@@ -62,7 +62,7 @@ OBJECTIVES: dict[str, Objective] = {
         ),
         Objective(
             "kl_k1",
-            "KL (k1, in reward)",
+            "KL k1",
             "KL k1",
             "log pi/pi_ref per token; the per-trajectory penalty grows with length (unbalanced, Theorem 3.2).",
             ("ref_logp",),
@@ -70,7 +70,7 @@ OBJECTIVES: dict[str, Objective] = {
         ),
         Objective(
             "kl_k3",
-            "KL (k3, low_var_kl)",
+            "KL k3",
             "KL k3",
             "exp(ref-logp) - (ref-logp) - 1 per token, verl's KL loss (GRPO's kl_coef term).",
             ("ref_logp",),
@@ -78,7 +78,7 @@ OBJECTIVES: dict[str, Objective] = {
         ),
         Objective(
             "sft_sum",
-            "SFT (token sum)",
+            "SFT sum",
             "SFT sum",
             "Token NLL -log p, summed: long attempts dominate the few decision tokens.",
             (),
@@ -86,19 +86,14 @@ OBJECTIVES: dict[str, Objective] = {
         ),
         Objective(
             "sft_mean",
-            "SFT (per-sequence mean)",
+            "SFT mean",
             "SFT mean",
             "Token NLL divided by the sequence's scored-token count.",
             (),
             "sft_mean_terms",
         ),
         Objective(
-            "dft",
-            "DFT (prob-weighted NLL)",
-            "DFT",
-            "Dynamic Fine-Tuning: -sg(p) log p per token (Wu et al. 2025).",
-            (),
-            "dft_terms",
+            "dft", "DFT", "DFT", "Dynamic Fine-Tuning: -sg(p) log p per token (Wu et al. 2025).", (), "dft_terms"
         ),
     )
 }

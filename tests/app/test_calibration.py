@@ -13,7 +13,7 @@ from types import SimpleNamespace as NS
 import pytest
 
 from ds_core.analysis.metrics import calibration
-from ds_core.episodes.tasks import TaskError, TaskSpec
+from ds_core.episodes.tasks import TaskError, TaskSpec, task_size
 from ds_core.models.checkpoint import CheckpointError
 from ds_core.store import ResultsStore, StoreError
 from ui.services.calibration import (
@@ -27,7 +27,7 @@ from ui.services.calibration import (
     size_axis_title,
     task_name,
 )
-from ui.services.calibration_compute import compute_missing, missing_episodes
+from ui.services.calibration_compute import compute_missing, measured_seconds, missing_episodes
 from ui.services.calibration_views import calibration_long, paper_frame, percent_view, predicted_observed, table1_frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,6 +239,7 @@ def test_computed_runs_agree_with_evaluate_and_beat_eval_json(tiny_dir, tmp_path
         # a fresh request: nothing of it in the store, so both cells are sampled
         g = gather([ref], sizes, Settings(n=5, seed=2, max_new_tokens=40, temperature=0.7), store)
         assert len(g.missing) == 2
+        assert measured_seconds(g, store) == (None, ("tiny",))  # nothing timed yet: no estimate
         calls, loads = [], []
 
         def load(path):
@@ -252,6 +253,11 @@ def test_computed_runs_agree_with_evaluate_and_beat_eval_json(tiny_dir, tmp_path
         assert g2.frame["source"].tolist() == ["computed", "computed"] and not g2.missing
         g3 = gather([ref], sizes, g.settings, store)
         assert g3.frame["source"].tolist() == ["store", "store"]
+        # the estimate for another request is the stored runs' seconds per episode, size by size
+        g4 = gather([ref], sizes, Settings(n=3, seed=9, max_new_tokens=40), store)
+        walls = {task_size(r.key.task_spec): r.wall_s / r.n_episodes for r in store.list_runs(ref.hash)}
+        secs, untimed = measured_seconds(g4, store)
+        assert untimed == () and secs == pytest.approx(3 * (walls["3x3"] + walls["3x10"]))
         # numbers equal a fresh ds_core.analysis.evaluate of the same request (sampled again, no store)
         res = evaluate(load_checkpoint(tiny_dir), sizes, n=5, cfg=g.settings.sampling_config(), seed=2, store=None)
         for sr in res.sizes:
@@ -453,3 +459,23 @@ def test_prompt_settings_key_a_text_models_cells(tmp_path, chat_tokenizer, char_
     ds = tmp_path / "ds"
     save_checkpoint(ds, init_model(char_tokenizer, "llama", hidden=32, layers=1, heads=2), char_tokenizer, Card("d"))
     assert checkpoint_ref("ds", ds, fmt).fmt_key is None and checkpoint_ref("ds", ds, fmt).fmt == ()
+
+
+def test_figure2_reading_says_what_the_numbers_show(shipped_refs):
+    """The caption over Figure 2 is computed: pooled p_d|W beyond the training sizes, and the paper's
+    pattern (RL >= 40 %, SFT with reflection <= 20 %) checked by that rule, never asserted."""
+    from ui.services.calibration_views import figure2_reading, pooled
+
+    g = gather(shipped_refs, parse_size_list("3x3-3x9"), Settings(), None)
+    lines = figure2_reading(g.frame)
+    k, n = pooled(g.frame, "rl", [f"3x{b}" for b in range(5, 10)])
+    assert f"rl {k}/{n} = {k / n:.0%}" in lines[0]
+    sr = pooled(g.frame, "sft_reflection", [f"3x{b}" for b in range(5, 10)])
+    seen = k / n >= 0.4 and sr[0] / sr[1] <= 0.2
+    assert ("do **not** show that pattern" in lines[1]) is not seen
+    # the same rule flips when the numbers do: sft_reflection's wrong attempts all kept
+    f = g.frame.copy()
+    f.loc[f["checkpoint"] == "sft_reflection", "p_dW_k"] = 0
+    assert "These checkpoints show that pattern" in figure2_reading(f)[1] or k / n < 0.4
+    below = figure2_reading(gather(shipped_refs[:1], parse_size_list("1x1, 3x3"), Settings(), None).frame)
+    assert any("smaller than the fine-tuning sizes" in x for x in below)

@@ -39,7 +39,7 @@ def test_decode_limits_and_encodings():
         up.read_upload("a.txt", b"1*2\n" + b" " * (up.MAX_BYTES - 3))
     # a UTF-8 byte-order mark is skipped (the CSV header is still found) and noted
     ps = up.read_upload("a.csv", b"\xef\xbb\xbfprompt\n123*456\n")
-    assert ps.rows == (up.PromptRow(2, "123*456"),) and "byte-order mark" in ps.notes[0]
+    assert ps.rows == (up.PromptRow(1, "123*456", line=2),) and "byte-order mark" in ps.notes[0]
     # UploadError is a TaskError: the app's user_errors shows it as a message
     assert issubclass(up.UploadError, TaskError)
 
@@ -59,23 +59,23 @@ def test_row_limit():
 def test_txt_rows_keep_line_numbers_and_skip_blanks():
     ps = up.read_upload("p.txt", b"123*456\n\n  \nWhat is 12 times 34?\r\nnonsense\n")
     assert ps.fmt == "txt"
-    assert [(r.row, r.prompt) for r in ps.rows] == [(1, "123*456"), (4, "What is 12 times 34?"), (5, "nonsense")]
+    assert [(r.line, r.prompt) for r in ps.rows] == [(1, "123*456"), (4, "What is 12 times 34?"), (5, "nonsense")]
     parsed, errors = up.parse_rows(ps)
     assert [p.problem for p in parsed] == [Problem(123, 456), Problem(12, 34)]
-    assert [e.row for e in errors] == [5] and "cannot read 'nonsense'" in errors[0].error
+    assert [e.line for e in errors] == [5] and "cannot read 'nonsense'" in errors[0].error
 
 
 def test_csv_prompt_column_expected_and_quoting():
     data = b'id,Prompt,expected\n1,123*456,56088\n2,"1,234 x 5",6170\n3,12*34,999\n4,,7\n5,12*3,twelve\n'
     ps = up.read_upload("p.csv", data)
     assert ps.fmt == "csv" and not ps.notes
-    assert [(r.row, r.prompt, r.given) for r in ps.rows] == [
+    assert [(r.line, r.prompt, r.given) for r in ps.rows] == [
         (2, "123*456", "56088"),
         (3, "1,234 x 5", "6170"),
         (4, "12*34", "999"),
         (6, "12*3", "twelve"),
     ]
-    assert [(e.row, e.error) for e in ps.errors] == [(5, "no prompt in this row's prompt column")]
+    assert [(e.line, e.error) for e in ps.errors] == [(5, "no prompt in this row's prompt column")]
     assert runner._given_flags("56,088", Problem(123, 456)) == []
     assert runner._given_flags("999", Problem(12, 34)) == [runner.GIVEN_DIFFERS]
     assert runner._given_flags("twelve", Problem(12, 3)) == [runner.GIVEN_UNREADABLE]
@@ -86,7 +86,7 @@ def test_csv_without_prompt_column_uses_first_column():
     assert [r.prompt for r in ps.rows] == ["123*456", "7*8"]
     assert "first column ('question')" in ps.notes[0]
     ps = up.read_upload("p.csv", b"123*456,a\n7*8,b\n")  # no header: the first row is data
-    assert [r.row for r in ps.rows] == [1, 2] and "no header row" in ps.notes[0]
+    assert [r.line for r in ps.rows] == [1, 2] and "no header row" in ps.notes[0]
     ps = up.read_upload("p.tsv", b"prompt\tx\n123 x 45\t1\n")
     assert ps.rows[0].prompt == "123 x 45" and "tab-separated" in ps.notes[0]
 
@@ -113,9 +113,11 @@ def test_jsonl_bad_lines_are_row_errors():
         '{"PROMPT": " 7 x 8 "}',
     ]
     ps = up.read_upload("p.jsonl", "\n".join(lines).encode())
-    assert [(r.row, r.prompt, r.given) for r in ps.rows] == [(1, "123*456", "56088"), (9, "7 x 8", None)]
-    errs = {e.row: e.error for e in ps.errors}
+    assert [(r.line, r.prompt, r.given) for r in ps.rows] == [(1, "123*456", "56088"), (9, "7 x 8", None)]
+    errs = {e.line: e.error for e in ps.errors}
     assert sorted(errs) == [2, 3, 4, 5, 6, 8]
+    # numbered by data row (the blank line 7 is not a row), each keeping its line in the file
+    assert [(e.row, e.line) for e in ps.errors][-1] == (7, 8) and ps.rows[-1].row == 8
     assert "an array, expected a JSON object" in errs[2]
     assert "a JSON string" in errs[3]
     assert "'prompt' must be text, got int" in errs[4]
@@ -129,12 +131,12 @@ def test_line_separators_inside_strings_do_not_split_rows():
     text, not line ends: rows split on \\n and \\r\\n only, with their line numbers kept."""
     body = '{"prompt": "12*34\u2028note"}\n{"prompt": "5\u2029*6", "expected": 30}\r\n{"prompt": "7\x85*8"}\n'
     ps = up.read_upload("p.jsonl", body.encode())
-    assert [(r.row, r.prompt) for r in ps.rows] == [(1, "12*34\u2028note"), (2, "5\u2029*6"), (3, "7\x85*8")]
+    assert [(r.line, r.prompt) for r in ps.rows] == [(1, "12*34\u2028note"), (2, "5\u2029*6"), (3, "7\x85*8")]
     assert not ps.errors and ps.rows[1].given == "30"
     csv_ps = up.read_upload("p.csv", "prompt,expected\r\n12*34\u2028x,408\r\n5*6,30\r\n".encode())
-    assert [(r.row, r.prompt) for r in csv_ps.rows] == [(2, "12*34\u2028x"), (3, "5*6")]
+    assert [(r.line, r.prompt) for r in csv_ps.rows] == [(2, "12*34\u2028x"), (3, "5*6")]
     txt = up.read_upload("p.txt", "1*2\u20283*4\x0c\x1c!\n5*6\n".encode())
-    assert [(r.row, r.prompt) for r in txt.rows] == [(1, "1*2\u20283*4\x0c\x1c!"), (2, "5*6")]
+    assert [(r.line, r.prompt) for r in txt.rows] == [(1, "1*2\u20283*4\x0c\x1c!"), (2, "5*6")]
     assert up.detect_format("x", '\u2028\n{"prompt": 1}') == "jsonl"
 
 
@@ -153,7 +155,7 @@ def test_an_over_long_row_is_a_row_error(fmt, length):
     ps = up.read_upload(f"p.{fmt}", data.encode())
     assert [r.prompt for r in ps.rows] == ["12*34", "5*6"]
     (err,) = ps.errors
-    assert err.row == (3 if fmt == "csv" else 2) and "limit" in err.error and len(err.to_dict()["prompt"]) < 100
+    assert err.line == (3 if fmt == "csv" else 2) and "limit" in err.error and len(err.to_dict()["prompt"]) < 100
 
 
 def test_uploaded_json_with_duplicate_keys_or_deep_nesting():
@@ -163,7 +165,7 @@ def test_uploaded_json_with_duplicate_keys_or_deep_nesting():
         "p.jsonl", b'{"prompt": "1*2"}\n{"prompt": "3*4", "prompt": "=cmd"}\n' + b"[" * 5000 + b"]" * 5000
     )
     assert [r.prompt for r in ps.rows] == ["1*2"]
-    errs = {e.row: e.error for e in ps.errors}
+    errs = {e.line: e.error for e in ps.errors}
     assert "'prompt' appears twice" in errs[2] and "nested 5,000 levels" in errs[3]
     with pytest.raises(up.UploadError, match="'prompt' appears twice"):
         up.read_upload("p.json", b'[{"prompt": "1*2", "prompt": "3*4"}]')
@@ -173,7 +175,7 @@ def test_uploaded_json_with_duplicate_keys_or_deep_nesting():
 
 def test_json_list_and_sniffing():
     ps = up.read_upload("p.json", b'["123*456", {"prompt": "7*8"}, 3]')
-    assert [r.prompt for r in ps.rows] == ["123*456", "7*8"] and [e.row for e in ps.errors] == [3]
+    assert [r.prompt for r in ps.rows] == ["123*456", "7*8"] and [e.row for e in ps.errors] == [3]  # position
     with pytest.raises(up.UploadError, match="single JSON int"):
         up.read_upload("p.json", b"3")
     assert up.read_upload("prompts.dat", b'{"prompt": "1*2"}\n').fmt == "jsonl"
@@ -183,8 +185,8 @@ def test_json_list_and_sniffing():
 def test_absurd_sizes_are_rejected_per_row():
     ps = up.read_text("9" * 40 + " * 3\n123*456\n" + "1" * 300 + "\n12 - 3\n")
     parsed, errors = up.parse_rows(ps)
-    assert [p.row for p in parsed] == [2]
-    errs = {e.row: e.error for e in errors}
+    assert [p.line for p in parsed] == [2]
+    errs = {e.line: e.error for e in errors}
     assert "has 40 digits; supported 1..12" in errs[1]
     assert "300 characters long" in errs[3]
     assert "negative numbers and subtraction" in errs[4]
@@ -195,7 +197,7 @@ def test_absurd_sizes_are_rejected_per_row():
 def test_fixture_files_read():
     good = up.read_upload("good.csv", (UPLOADS / "good.csv").read_bytes())
     parsed, errors = up.parse_rows(good)
-    assert len(parsed) == 4 and [e.row for e in errors] == [5]
+    assert len(parsed) == 4 and [e.line for e in errors] == [5]
     bad = up.read_upload("bad.jsonl", (UPLOADS / "bad.jsonl").read_bytes())
     assert len(bad.rows) == 1 and len(bad.errors) == 2
 
@@ -217,7 +219,7 @@ PROMPTS = "123*456\nWhat is 321 times 654?\n987 x 6543\nhello\n123*4567890\n" + 
 
 def test_run_prompts_real_checkpoints(shipped, tmp_path):
     parsed, errors = up.parse_rows(up.read_text(PROMPTS))
-    assert [e.row for e in errors] == [4, 6]
+    assert [e.line for e in errors] == [4, 6]
     calls = []
     store = ResultsStore(tmp_path / "data")
     cfg = SamplingConfig()

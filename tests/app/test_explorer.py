@@ -24,6 +24,7 @@ from ds_core.models.sampling import Prefix, SamplingConfig
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import ResultsStore
 from ui.charts import explorer as charts
+from ui.services.episodes import segment_label
 
 GREEDY = SamplingConfig(temperature=0.0, max_attempts=4)
 PROBLEM = fixed_set("3x3")[0]
@@ -109,9 +110,11 @@ def test_run_episode_is_the_rollout(rl, episode):
 def test_episode_frames(episode):
     df = ex.episode_frame(episode)
     assert len(df) == len(episode.token_ids)
-    assert list(df["role"]) == list(episode.roles) and list(df["segment"]) == list(episode.segments)
+    assert list(df["role"]) == list(episode.roles)
+    assert list(df["segment"]) == [segment_label(x) for x in episode.segments]  # attempts from 1
     assert set(df.loc[df["role"] == "prompt", "attempt"]) == {-1}
-    assert set(df.loc[df["segment"] == "attempt:0", "attempt"]) == {0}
+    assert set(df.loc[df["segment"] == "attempt 1", "attempt"]) == {1}
+    assert segment_label("decision:0") == "decision after attempt 1" and segment_label("prompt") == "prompt"
     att = ex.attempts_frame(episode)
     assert len(att) == episode.n_attempts
     assert list(att["verdict"]) == [episode.verdict_after(a.index) or "(none)" for a in episode.attempts]
@@ -216,7 +219,7 @@ def test_decision_input_attribution_matches_direct(rl, episode):
     tokens, segs = ex.input_frames(res, pos)
     assert (tokens.loc[tokens["pos"] >= pos, "attribution"] == 0).all()
     assert segs["attribution"].sum() == pytest.approx(res.matrix[0].sum(), rel=1e-9)
-    assert list(segs["segment"])[:2] == ["prompt", "attempt:0"]
+    assert list(segs["segment"])[:2] == ["prompt", "attempt 1"]
     assert list(segs["role"])[:2] == ["prompt", "sampling"]
     ig = ex.decision_input_attribution(rl, episode, pos, "ig", n_steps=8)
     assert ig.deltas is not None and ig.params["n_steps"] == 8

@@ -80,11 +80,12 @@ def test_good_upload_runs(data_dir):
     at.button(key="cp_run").click().run()
     assert not at.exception and not at.error
     res = _results(at)
-    assert len(res) == 8 and res["row"].tolist() == [2, 2, 3, 3, 4, 4, 6, 6]
+    # numbered by data row: row 1 is the first data row (line 2, under the header)
+    assert len(res) == 8 and res["row"].tolist() == [1, 1, 2, 2, 3, 3, 5, 5]
     assert set(res["expected"]) == {"56088", "408", "645498", "357"}
-    # row 5 ("not a problem") is listed with its reason
+    # row 4 ("not a problem", line 5 of the file) is listed with its reason
     errs = [d.value for d in at.dataframe if "error" in d.value.columns]
-    assert errs and errs[-1]["row"].tolist() == [5]
+    assert errs and errs[-1]["row"].tolist() == [4] and errs[-1]["line"].tolist() == [5]
     assert any(lb.startswith("Download results") for lb in _downloads(at))
 
 

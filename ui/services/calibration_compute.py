@@ -5,13 +5,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ds_core.episodes.tasks import TaskSpec
+from ds_core.episodes.tasks import TaskSpec, task_size
 from ds_core.store import ResultsStore, StoreError
 from ui.services.calibration import Grid
 
 
 def missing_episodes(grid: Grid) -> int:
     return len(grid.missing) * grid.settings.n
+
+
+def measured_seconds(grid: Grid, store: ResultsStore | None) -> tuple[float | None, tuple[str, ...]]:
+    """How long sampling the missing cells should take, from the wall time of the runs the store
+    already holds for the same checkpoint (seconds per episode, the median over its runs of the same
+    size, else over all its runs): (seconds, ()) or (None, the labels with no timed run)."""
+    if store is None or not grid.missing:
+        return (0.0 if not grid.missing else None), ()
+    refs = {r.label: r for r in grid.refs}
+    per_ckpt: dict[str, list] = {}
+    untimed: list[str] = []
+    total = 0.0
+    for label, size in grid.missing:
+        ref = refs[label]
+        if ref.hash not in per_ckpt:
+            try:
+                per_ckpt[ref.hash] = [r for r in store.list_runs(ref.hash) if r.wall_s and r.n_episodes]
+            except StoreError:
+                per_ckpt[ref.hash] = []
+        runs = per_ckpt[ref.hash]
+        same = [r for r in runs if task_size(r.key.task_spec) == size] or runs
+        if not same:
+            if label not in untimed:
+                untimed.append(label)
+            continue
+        rates = sorted(r.wall_s / r.n_episodes for r in same)
+        total += rates[len(rates) // 2] * grid.settings.n
+    return (None if untimed else total), tuple(untimed)
 
 
 def compute_missing(

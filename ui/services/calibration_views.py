@@ -153,3 +153,80 @@ def percent_view(frame: pd.DataFrame) -> pd.DataFrame:
         out[c] = (100 * out[c]).round(1)
     out["mean_attempts"] = out["mean_attempts"].round(2)
     return out.rename(columns={c: f"{c} %" for c in prob})
+
+
+PAPER_PDW_KEPT = 0.4  # the paper: RL keeps p_d|W at 40-60 % out of distribution
+PAPER_PDW_COLLAPSED = 0.2  # ... while SFT with reflection lets it fall toward 0
+
+
+def _larger_than_training(size: str) -> bool:
+    from ds_core.episodes.tasks import TaskSpec
+
+    s = TaskSpec.parse(size)
+    return s.a_digits >= 3 and s.b_digits >= 3 and size not in ("3x3", "3x4")
+
+
+def _below_training(size: str) -> bool:
+    from ds_core.episodes.tasks import TaskSpec
+
+    s = TaskSpec.parse(size)
+    return s.a_digits < 3 or s.b_digits < 3
+
+
+def pooled(frame: pd.DataFrame, label: str, sizes, q: str = "p_dW") -> tuple[int, int]:
+    """(k, n) of quantity `q` pooled over `sizes` for checkpoint `label` (cells with counts)."""
+    rows = frame[(frame["checkpoint"] == label) & frame["size"].isin(list(sizes)) & (frame["source"] != "missing")]
+    k = pd.to_numeric(rows[f"{q}_k"], errors="coerce").fillna(0).sum()
+    n = pd.to_numeric(rows[f"{q}_n"], errors="coerce").fillna(0).sum()
+    return int(k), int(n)
+
+
+def figure2_reading(frame: pd.DataFrame) -> list[str]:
+    """What Figure 2 shows here about p_d|W beyond the training sizes, per checkpoint (pooled
+    counts), and whether the paper's pattern (RL keeps it >= 40 %, SFT with reflection lets it fall
+    below 20 %) is seen, by that stated rule; sentences about sizes below the training sizes."""
+    if not len(frame):
+        return []
+    sizes = list(dict.fromkeys(frame["size"]))
+    ood = [s for s in sizes if _larger_than_training(s)]
+    out = []
+    if ood:
+        parts, value = [], {}
+        for label in dict.fromkeys(frame["checkpoint"]):
+            k, n = pooled(frame, label, ood)
+            if n:
+                value[label] = k / n
+                parts.append(f"{label} {k}/{n} = {k / n:.0%}")
+            else:
+                parts.append(f"{label}: no wrong attempt with a decision")
+        out.append(f"Here, p_d|W pooled over {ood[0]}..{ood[-1]}: " + "; ".join(parts) + ".")
+        cond = dict(zip(frame["checkpoint"], frame["paper_condition"]))
+        rl = [v for lab, v in value.items() if cond.get(lab) == "rl"]
+        sr = [v for lab, v in value.items() if cond.get(lab) == "sft_reflection"]
+        if rl and sr:
+            seen = min(rl) >= PAPER_PDW_KEPT and max(sr) <= PAPER_PDW_COLLAPSED
+            out.append(
+                "The paper reports RL keeping p_d|W at 40–60 % out of distribution while SFT with reflection "
+                "lets it collapse toward 0. "
+                + (
+                    "These checkpoints show that pattern (RL ≥ 40 %, SFT with reflection ≤ 20 %)."
+                    if seen
+                    else "These checkpoints do **not** show that pattern (the rule: RL ≥ 40 % and SFT with "
+                    "reflection ≤ 20 %, pooled over these sizes)."
+                )
+            )
+    below = [s for s in sizes if _below_training(s)]
+    if below:
+        acc = []
+        for label in dict.fromkeys(frame["checkpoint"]):
+            rows = frame[(frame["checkpoint"] == label) & frame["size"].isin(below) & (frame["source"] != "missing")]
+            k, n = int(pd.to_numeric(rows["k"]).sum()), int(pd.to_numeric(rows["n"]).sum())
+            if n:
+                acc.append(f"{label} {k}/{n} = {k / n:.0%}")
+        out.append(
+            f"{', '.join(below)} {'is' if len(below) == 1 else 'are'} smaller than the fine-tuning sizes (3x3, "
+            "3x4): out of distribution for the shipped sft, sft_reflection and rl, which were fine-tuned on "
+            "3x3/3x4 only (the shipped base's training mix has 1- and 2-digit first operands)."
+            + (f" Accuracy there, pooled: {'; '.join(acc)}." if acc else "")
+        )
+    return out

@@ -7,7 +7,7 @@ sit inside a JSON string or a CSV field); a row over MAX_ROW_CHARS is that row's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ds_core.episodes.tasks import Problem, TaskError
 
@@ -27,7 +27,7 @@ EXTENSIONS = {
 }
 PROMPT_KEYS = ("prompt",)
 EXPECTED_KEYS = ("expected", "answer", "expected_answer")
-ERROR_COLUMNS = ("row", "prompt", "checkpoint", "error")
+ERROR_COLUMNS = ("row", "line", "prompt", "checkpoint", "error")
 
 
 class UploadError(TaskError):
@@ -37,9 +37,10 @@ class UploadError(TaskError):
 # --- rows ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PromptRow:
-    row: int  # 1-based line number in the source
+    row: int  # 1-based data row (a CSV header and blank lines are not rows)
     prompt: str
     given: str | None = None  # the source's expected answer, as written (None: not given)
+    line: int | None = None  # its line in the file (None: a JSON list, numbered by position)
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,16 @@ class RowError:
     prompt: str
     error: str
     checkpoint: str = ""  # "" for a row no checkpoint can run (it does not parse)
+    line: int | None = None
 
     def to_dict(self) -> dict:
-        return {"row": self.row, "prompt": preview(self.prompt), "checkpoint": self.checkpoint, "error": self.error}
+        return {
+            "row": self.row,
+            "line": self.line,
+            "prompt": preview(self.prompt),
+            "checkpoint": self.checkpoint,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,21 @@ class ParsedPrompt:
     prompt: str
     problem: Problem
     given: str | None = None
+    line: int | None = None
+
+
+def by_data_row(source: str, fmt: str, rows, errors, notes) -> PromptSet:
+    """The PromptSet with rows and errors numbered by data row (1 = the first row that is data: no
+    header, no blank line), each keeping its file line in `line`. Readers collect them by line."""
+    lines = sorted({r.row for r in rows} | {e.row for e in errors})
+    rank = {ln: i for i, ln in enumerate(lines, 1)}
+    return PromptSet(
+        source,
+        fmt,
+        tuple(replace(r, row=rank[r.row], line=r.row) for r in rows),
+        tuple(replace(e, row=rank[e.row], line=e.row) for e in errors),
+        tuple(notes),
+    )
 
 
 def preview(text: str, n: int = PREVIEW_CHARS) -> str:

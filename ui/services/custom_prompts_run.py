@@ -230,6 +230,7 @@ def run_prompts(
                         f"needs at least {need} tokens (prompt, one "
                         f"attempt, one decision); the context of {label} is {ctx}",
                         label,
+                        line=p.line,
                     ).to_dict()
                 )
             else:

@@ -32,6 +32,7 @@ from ui.services.custom_prompts_rows import (  # noqa: F401 - re-exported: the u
     PromptSet,
     RowError,
     UploadError,
+    by_data_row,
     check_rows,
     decode_bytes,
     numbered_lines,
@@ -62,7 +63,7 @@ def read_text(text: str, source: str = "pasted text") -> PromptSet:
     check_rows(len(lines), source)
     errors = tuple(e for i, ln in lines if (e := too_long(i, ln)) is not None)
     rows = tuple(PromptRow(i, ln.strip()) for i, ln in lines if len(ln) <= MAX_ROW_CHARS)
-    return PromptSet(source, "txt", rows, errors)
+    return by_data_row(source, "txt", rows, errors, ())
 
 
 def _find(keys: Sequence[str], names: Sequence[str]) -> int | None:
@@ -162,7 +163,7 @@ def read_csv(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -
         rows.append(PromptRow(line, rec[col].strip(), given))
     if delimiter != ",":
         notes += (f"read as {'tab' if delimiter == chr(9) else repr(delimiter)}-separated values",)
-    return PromptSet(source, "csv", tuple(rows), tuple(errors), notes)
+    return by_data_row(source, "csv", rows, errors, notes)
 
 
 def _from_obj(line: int, obj, raw: str) -> PromptRow | RowError:
@@ -204,7 +205,7 @@ def read_jsonl(text: str, source: str = "the file", notes: tuple[str, ...] = ())
             continue
         r = _from_obj(i, obj, ln)
         (errors if isinstance(r, RowError) else rows).append(r)
-    return PromptSet(source, "jsonl", tuple(rows), tuple(errors), tuple(notes))
+    return by_data_row(source, "jsonl", rows, errors, notes)
 
 
 def read_json(text: str, source: str = "the file", notes: tuple[str, ...] = ()) -> PromptSet:
@@ -270,9 +271,9 @@ def parse_rows(prompts: PromptSet) -> tuple[tuple[ParsedPrompt, ...], tuple[RowE
     ok, errors = [], list(prompts.errors)
     for r in prompts.rows:
         try:
-            ok.append(ParsedPrompt(r.row, r.prompt, parse_prompt(r.prompt), r.given))
+            ok.append(ParsedPrompt(r.row, r.prompt, parse_prompt(r.prompt), r.given, r.line))
         except TaskError as e:
-            errors.append(RowError(r.row, r.prompt, str(e)))
+            errors.append(RowError(r.row, r.prompt, str(e), line=r.line))
     errors.sort(key=lambda e: e.row)
     return tuple(ok), tuple(errors)
 
@@ -287,6 +288,7 @@ def preview_frame(prompts: Sequence[ParsedPrompt]) -> pd.DataFrame:
         [
             {
                 "row": p.row,
+                "line": p.line,
                 "prompt": preview(p.prompt),
                 "problem": p.problem.display,
                 "size": p.problem.size,
@@ -295,5 +297,5 @@ def preview_frame(prompts: Sequence[ParsedPrompt]) -> pd.DataFrame:
             }
             for p in prompts
         ],
-        columns=["row", "prompt", "problem", "size", "expected", "given_answer"],
+        columns=["row", "line", "prompt", "problem", "size", "expected", "given_answer"],
     )

@@ -10,13 +10,28 @@ from ds_core.episodes.episode import Episode
 
 
 def attempt_of(segment: str) -> int:
-    """'attempt:2' / 'decision:2' -> 2; -1 outside attempts (prompt, other)."""
+    """'attempt:2' / 'decision:2' -> 3: the attempt's number as every page shows it (from 1);
+    0 outside attempts (prompt, other)."""
     kind, _, k = segment.partition(":")
-    return int(k) if kind in ("attempt", "decision") and k.isdigit() else -1
+    return int(k) + 1 if kind in ("attempt", "decision") and k.isdigit() else 0
+
+
+def segment_label(segment: str) -> str:
+    """An episode segment as the pages name it, attempts numbered from 1: 'attempt:0' -> 'attempt 1',
+    'decision:0' -> 'decision after attempt 1'; 'prompt' and 'other' unchanged."""
+    kind, _, k = str(segment).partition(":")
+    if not k.isdigit():
+        return str(segment)
+    if kind == "attempt":
+        return f"attempt {int(k) + 1}"
+    if kind == "decision":
+        return f"decision after attempt {int(k) + 1}"
+    return str(segment)
 
 
 def episode_frame(ep: Episode) -> pd.DataFrame:
-    """One row per token: pos, token, token_id, role, segment, attempt (-1 outside attempts)."""
+    """One row per token: pos, token, token_id, role, segment (segment_label), attempt (from 1; 0
+    outside attempts)."""
     n = len(ep.token_ids)
     tokens = list(ep.tokens) if len(ep.tokens) == n else [str(t) for t in ep.token_ids]
     return pd.DataFrame(
@@ -25,7 +40,7 @@ def episode_frame(ep: Episode) -> pd.DataFrame:
             "token": tokens,
             "token_id": list(ep.token_ids),
             "role": list(ep.roles),
-            "segment": list(ep.segments),
+            "segment": [segment_label(s) for s in ep.segments],
             "attempt": [attempt_of(s) for s in ep.segments],
         }
     )

@@ -14,7 +14,7 @@ from ds_core.attribution.input_methods import INPUT_METHODS
 from ds_core.episodes.episode import RESAMPLE, STOP, Episode
 from ds_core.errors import UserError
 from ds_core.models.locks import MODEL_LOCK  # every model call of the explorer runs under it
-from ui.services.episodes import verdicts_text
+from ui.services.episodes import segment_label, verdicts_text
 
 # model code (torch, transformers, captum) is imported inside the functions that need it
 
@@ -27,7 +27,8 @@ class ExplorerError(UserError, ValueError):
 
 
 def _role_of_segment(segment: str) -> str:
-    kind = segment.partition(":")[0]
+    """The role of a segment as segment_label names it ('attempt 2', 'decision after attempt 1')."""
+    kind = segment.split(" ")[0].partition(":")[0]
     return {"prompt": "prompt", "attempt": "sampling", "decision": "decision"}.get(kind, "other")
 
 
@@ -81,7 +82,7 @@ def input_frames(res, position: int) -> tuple[pd.DataFrame, pd.DataFrame]:
             "pos": range(n),
             "token": list(res.tokens),
             "role": list(res.roles),
-            "segment": list(res.segments),
+            "segment": [segment_label(x) for x in res.segments],
             "attribution": row,
         }
     )

@@ -22,6 +22,7 @@ from ds_core.paths import SHIPPED_DIR
 from ui.charts import balance as C
 from ui.charts import balance_toy as CT
 from ui.common import results_store, user_errors
+from ui.services.timings import estimate_text, record
 
 
 @contextlib.contextmanager
@@ -120,15 +121,20 @@ def progress_bar(text: str):
     return lambda f, t: bar.progress(min(max(float(f), 0.0), 1.0), text=t)
 
 
-def stored_or_compute(read, compute, cached, key: str, what: str, cost: str):
+def stored_or_compute(read, compute, cached, key: str, what: str, timing: tuple):
     """The stored result (read()), or a button that computes it with a progress bar and stores it
-    (compute(progress)); `cached` is the st.cache_data reader to clear once stored."""
+    (compute(progress)); `cached` is the st.cache_data reader to clear once stored. `timing` =
+    (kind, checkpoint hash, units, unit name): the estimate shown is measured on this machine
+    (ui.services.timings), and the run's own time is recorded for the next one."""
+    kind, digest, units, unit_name = timing
     res = read()
     if res is None:
-        st.info(f"Not in the results store yet. {cost}")
+        st.info(f"Not in the results store yet. {estimate_text(kind, digest, units, unit_name)}")
         if st.button("Compute and store", key=key):
             res = compute(progress_bar(what))
             cached.clear()
+            if res.n_computed:
+                record(kind, digest, res.wall_s, res.n_computed)
             st.success(
                 f"Computed {res.n_computed} attributions ({res.n_cached} from the "
                 f"attribution cache) in {res.wall_s:.1f} s; stored."

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import ds_core.analysis.balance.dataset as BD
+from ds_core.analysis.balance.results import normalize_sizes
 from ds_core.models.checkpoint import content_hash
 from ds_core.objectives import DEFAULT_OBJECTIVES
 from ui.charts import balance as C
@@ -87,7 +88,12 @@ def render() -> None:
                     stored_dataset,
                     "data_compute",
                     "sampling episodes",
-                    "Sampling is fast; attribution costs about 0.2 s per episode and objective on one CPU thread.",
+                    (
+                        "dataset attribution",
+                        content_hash(path),
+                        len(normalize_sizes(sizes)) * n * len(objs),
+                        "attribution",
+                    ),
                 )
                 if res is not None:
                     frame, summary = res.frame, res.summary

@@ -10,6 +10,7 @@ import streamlit as st
 
 import ds_core.analysis.balance.length_sweep as BS
 import ds_core.analysis.toy_sweeps as BT
+from ds_core.analysis.balance.results import normalize_sizes
 from ds_core.analysis.toy import ToyConfig
 from ds_core.models.checkpoint import content_hash
 from ds_core.objectives import DEFAULT_OBJECTIVES
@@ -133,8 +134,12 @@ def render(values: dict, defaults: dict, cfg_items: tuple, demo: tuple) -> None:
                     stored_sweep,
                     "sweep_compute",
                     "attributing traces",
-                    "Computing costs about 0.1-0.7 s per trace and objective on one CPU thread "
-                    "(longer traces cost more).",
+                    (
+                        "length sweep",
+                        content_hash(path),
+                        len(normalize_sizes(sizes)) * per_size * len(objs),
+                        "attribution",
+                    ),
                 )
                 if res is not None:
                     result_frame, slopes = res.frame, res.summary

@@ -19,10 +19,18 @@ from ui.services.explorer import (
     shading_scale,
 )
 from ui.services.explorer_decisions import REVISION_SENTENCE
+from ui.services.timings import per_unit, record
 from ui.tokens import token_html
 from ui.views.explorer_work import cached_counterfactual, cached_input_attribution
 
 CF_REQ = "ex_cf_request"  # session state: (request, decision index) of the last counterfactual
+
+
+def ig_step_text(digest: str) -> str:
+    per = per_unit("ig step", digest)
+    if per is None:
+        return "no IG run of this checkpoint has been timed on this machine yet"
+    return f"measured on this machine: {per:.2g} s per step"
 
 
 def render(ep, ckpt, decisions, key: tuple, req: dict, shading: str) -> None:
@@ -54,8 +62,8 @@ def render(ep, ckpt, decisions, key: tuple, req: dict, shading: str) -> None:
             4,
             key="ex_ia_steps",
             disabled=INPUT_METHODS[method_label] != "ig",
-            help="each step costs about one forward+backward pass: instant on the shipped models, about 1 s a "
-            "step for a 135M model at ~100 tokens on 2 CPU cores (input x gradient and saliency: one pass)",
+            help="each step costs about one forward+backward pass (input x gradient and saliency: one pass); "
+            + ig_step_text(ckpt.hash),
         )
     )
     decision_index = next(i for i, d in enumerate(ep.decisions) if d.start <= position < d.end)
@@ -68,6 +76,11 @@ def render(ep, ckpt, decisions, key: tuple, req: dict, shading: str) -> None:
         cap = f"target value at token {position}: {val:+.4g}"
         if "total_s" in ia.timing:
             cap = f"computed in {float(ia.timing['total_s']):.1f} s; " + cap
+            seen = st.session_state.setdefault("ex_ig_timed", set())
+            stamp = (ckpt.hash, position, n_steps, float(ia.timing["total_s"]))
+            if INPUT_METHODS[method_label] == "ig" and stamp not in seen:  # once per run, not per rerun
+                seen.add(stamp)
+                record("ig step", ckpt.hash, float(ia.timing["total_s"]), n_steps)
         if target == "contrastive":
             p_stop = 1 / (1 + math.exp(-val)) if abs(val) < 700 else float(val > 0)
             cap += f" (P(STOP | STOP or RESAMPLE) = {p_stop:.3f})"
