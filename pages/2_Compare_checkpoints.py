@@ -44,6 +44,7 @@ from ui.services.compare_attribution import attribute_one, attribution_compariso
 from ui.services.compare_teacher_forcing import cross_likelihood, score, teacher_force_scores
 from ui.services.episodes import episode_frame, with_prompt_settings
 from ui.tokens import legend_html, token_html
+from ui.views import compare_testset
 
 st.set_page_config(page_title="Compare checkpoints · DS-Lens", layout="wide")
 
@@ -309,7 +310,10 @@ with st.expander("Every model on every transcript (mean log-prob)"):
     chart(cross_chart(cross, role_x), f"cross likelihood {role_x}", key="cmp_ch_cross")
     table(cross, "cross likelihood", key="cmp_dl_cross")
 
-# --- 3. delta attribution --------------------------------------------------------------------
+# --- 3. over a test set (ui.views.compare_testset) -------------------------------------------
+compare_testset.render(labels, path_of, tuple(req["cfg"]), int(req["seed"]))
+
+# --- 4. delta attribution --------------------------------------------------------------------
 st.header("Δ attribution on the same transcript")
 st.caption(
     "For one objective, the gradient of its per-token terms on this transcript is split into "

@@ -194,3 +194,30 @@ def test_two_chat_models_with_edited_prompt_settings(data_dir, tmp_path, chat_to
         [load_checkpoint(tmp_path / "chat_a")], (("instruction", "Compute {a} {word} {b}."),)
     )
     assert "Compute 12 times 34." in chat_tokenizer.decode(edited.format.prompt_ids(chat_tokenizer, Problem(12, 34)))
+
+
+def test_test_set_comparison_is_computed_once_and_read_back(data_dir):
+    at = _compared()
+    assert any(h.value.startswith("Over a test set") for h in at.header)
+    at.text_input(key="cmp_ts_sizes").set_value("3x3, 3x5").run()
+    at.number_input(key="cmp_ts_n").set_value(8).run()
+    at.button(key="cmp_ts_go").click().run()
+    assert not at.exception and not at.error
+    summ = next(d.value for d in at.dataframe if "p(STOP | wrong attempt)" in d.value.columns)
+    assert list(summ["model"]) == ["sft_reflection", "rl"]
+    assert ((summ["p(STOP | wrong attempt) lo"] <= summ["p(STOP | wrong attempt)"]).all())
+    dis = next(d.value for d in at.dataframe if "differs from written" in d.value.columns)
+    assert set(dis["attempt"]) <= {"correct", "wrong"} and (dis["lo"] <= dis["rate"]).all()
+    # a fresh session reads it from the results store (no recomputation: the blob is there)
+    from ds_core.store import ResultsStore
+
+    store = ResultsStore(data_dir)
+    assert any(True for _ in store._query("blobs", "SELECT 1 FROM blobs WHERE kind='verdict_comparison'"))  # noqa: SLF001
+    at2 = _compared()
+    at2.text_input(key="cmp_ts_sizes").set_value("3x3, 3x5").run()
+    at2.number_input(key="cmp_ts_n").set_value(8).run()
+    at2.button(key="cmp_ts_go").click().run()
+    summ2 = next(d.value for d in at2.dataframe if "p(STOP | wrong attempt)" in d.value.columns)
+    assert summ2.equals(summ)
+    at2.text_input(key="cmp_ts_sizes").set_value("3x3-").run()
+    assert at2.error and not at2.exception
