@@ -33,63 +33,24 @@ from ui.common import (
     get_checkpoint,
     max_tokens_input,
     pick_checkpoints,
-    results_store,
     sampling_inputs,
     table,
     text_format_inputs,
     user_errors,
 )
-from ui.services.compare import CompareError, outcome_frame, outcome_line, sample_episode, vocab_problem
-from ui.services.compare_attribution import attribute_one, attribution_comparison, default_advantage
-from ui.services.compare_teacher_forcing import cross_likelihood, score, teacher_force_scores
-from ui.services.episodes import episode_frame, with_prompt_settings
+from ui.services.compare import CompareError, outcome_frame, outcome_line
+from ui.services.compare_attribution import attribution_comparison, default_advantage
+from ui.services.compare_teacher_forcing import cross_likelihood, teacher_force_scores
+from ui.services.episodes import episode_frame
 from ui.tokens import legend_html, token_html
 from ui.views import compare_testset
+from ui.views.compare_work import cached_attribution, cached_episode, cached_scores, cached_vocab_problem
 
 st.set_page_config(page_title="Compare checkpoints · DS-Lens", layout="wide")
 
 REQUEST = "cmp_request"
 MAX_CHECKPOINTS = 6
 SOURCES = {"Fixed test set": "test set", "Typed": "typed", "Random of a size": "random"}
-
-
-# --- cached computations (keyed by path + content hash, problem, settings, seed) ---------------
-@st.cache_data(show_spinner=False, max_entries=256)
-def _episode(path: str, digest: str, problem: tuple, cfg: tuple, seed: int, fmt: tuple = ()):
-    (ck,) = with_prompt_settings([get_checkpoint(path)], fmt)
-    return sample_episode(ck, Problem(*problem), SamplingConfig(*cfg), seed)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _vocab_problem(labels: tuple, paths: tuple, digests: tuple) -> str | None:
-    return vocab_problem({lab: get_checkpoint(p) for lab, p in zip(labels, paths)})
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def _scores(path: str, digest: str, transcripts: tuple):
-    return score(get_checkpoint(path), transcripts)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def _attribution(
-    path: str,
-    digest: str,
-    src: tuple,
-    objective: str,
-    advantage: float | None,
-    ref_path: str | None,
-    ref_digest: str | None,
-):
-    """(AttributionResult, None) or (None, the reason it cannot be computed); the results store
-    caches the result across sessions too."""
-    return attribute_one(
-        get_checkpoint(path),
-        _episode(*src),
-        objective,
-        results_store(),
-        advantage=advantage,
-        ref=get_checkpoint(ref_path) if ref_path else None,
-    )
 
 
 def _size_note(p: Problem) -> str:
@@ -218,7 +179,7 @@ for i, (label, path) in enumerate(zip(labels, req["paths"])):
         if not Path(path).is_dir():
             raise CompareError(f"{path} is no longer a directory")
         digests[label] = content_hash(path)
-        episodes[label] = _episode(path, digests[label], req["problem"], req["cfg"], req["seed"], req["fmt"])
+        episodes[label] = cached_episode(path, digests[label], req["problem"], req["cfg"], req["seed"], req["fmt"])
 bar.empty()
 if not episodes:
     st.stop()
@@ -241,7 +202,7 @@ key_paths = tuple(path_of[x] for x in labels)
 key_digests = tuple(digests[x] for x in labels)
 vocab_msg = None
 with user_errors("Cannot check the vocabularies"):
-    vocab_msg = _vocab_problem(tuple(labels), key_paths, key_digests)
+    vocab_msg = cached_vocab_problem(tuple(labels), key_paths, key_digests)
 if vocab_msg:
     st.error(f"These checkpoints cannot be teacher-forced together: {vocab_msg}")
     st.stop()
@@ -264,7 +225,7 @@ bar = st.progress(0.0, text="Teacher-forcing…")
 for i, label in enumerate(labels):
     bar.progress(i / len(labels), text=f"Teacher-forcing every transcript through {label}…")
     with user_errors(f"Scoring with {label}"):
-        scores[label] = _scores(path_of[label], digests[label], transcripts)
+        scores[label] = cached_scores(path_of[label], digests[label], transcripts)
 bar.empty()
 if len(scores) < len(labels):
     st.stop()
@@ -360,7 +321,7 @@ if "ref_logp" in OBJECTIVES[objective].needs:
     ref_path, msg = all_choices[ref_label], None
     with user_errors("KL reference"):
         ref_digest = content_hash(ref_path)
-        msg = _vocab_problem(
+        msg = cached_vocab_problem(
             (source, f"{ref_label} (reference)"), (path_of[source], ref_path), (digests[source], ref_digest)
         )
         if msg:
@@ -374,7 +335,9 @@ bar = st.progress(0.0, text="Attributing…")
 for i, label in enumerate(labels):
     bar.progress(i / len(labels), text=f"Attributing {OBJECTIVES[objective].label} under {label}…")
     with user_errors(f"Attribution under {label}"):
-        res, err = _attribution(path_of[label], digests[label], src_key, objective, advantage, ref_path, ref_digest)
+        res, err = cached_attribution(
+            path_of[label], digests[label], src_key, objective, advantage, ref_path, ref_digest
+        )
         results[label] = res if res is not None else err
 bar.empty()
 if results:

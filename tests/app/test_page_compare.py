@@ -47,6 +47,7 @@ def test_compare_shows_episodes_teacher_forcing_and_attribution(data_dir):
     assert [h.value for h in at.header] == [
         "Sampled episodes",
         "Teacher-forced on one transcript",
+        "Over a test set: every model's verdicts on one model's episodes",
         "Δ attribution on the same transcript",
     ]
     p = fixed_set("3x4")[5]  # the default problem
@@ -205,7 +206,7 @@ def test_test_set_comparison_is_computed_once_and_read_back(data_dir):
     assert not at.exception and not at.error
     summ = next(d.value for d in at.dataframe if "p(STOP | wrong attempt)" in d.value.columns)
     assert list(summ["model"]) == ["sft_reflection", "rl"]
-    assert ((summ["p(STOP | wrong attempt) lo"] <= summ["p(STOP | wrong attempt)"]).all())
+    assert (summ["p(STOP | wrong attempt) lo"] <= summ["p(STOP | wrong attempt)"]).all()
     dis = next(d.value for d in at.dataframe if "differs from written" in d.value.columns)
     assert set(dis["attempt"]) <= {"correct", "wrong"} and (dis["lo"] <= dis["rate"]).all()
     # a fresh session reads it from the results store (no recomputation: the blob is there)
