@@ -112,7 +112,7 @@ def test_episode_frames(episode):
     assert len(df) == len(episode.token_ids)
     assert list(df["role"]) == list(episode.roles)
     assert list(df["segment"]) == [segment_label(x) for x in episode.segments]  # attempts from 1
-    assert set(df.loc[df["role"] == "prompt", "attempt"]) == {-1}
+    assert set(df.loc[df["role"] == "prompt", "attempt"]) == {0}  # outside attempts (attempts count from 1)
     assert set(df.loc[df["segment"] == "attempt 1", "attempt"]) == {1}
     assert segment_label("decision:0") == "decision after attempt 1" and segment_label("prompt") == "prompt"
     att = ex.attempts_frame(episode)

@@ -107,6 +107,19 @@ def test_app_end_to_end(tmp_path):
         timer.measure("explorer warm view switch", lambda: click_text_and_wait(page, "alignment with G_D"))
         page.get_by_text("shaded by alignment with G_D").first.wait_for(timeout=30_000)
         no_exceptions(page)
+        timer.measure("explorer norm view (per-token gradient norms)", lambda: click_text_and_wait(page, "norm"))
+        page.get_by_text("shaded by norm").first.wait_for(timeout=60_000)
+        no_exceptions(page)
+        # the GRPO group view: this episode and the rollouts its advantage came from
+        timer.measure(
+            "explorer group view (9 episodes, 4 objectives)",
+            lambda: (
+                click_text_and_wait(page, "Compute the group view"),
+                page.get_by_text("A group of 9 episodes").first.wait_for(timeout=120_000),
+            ),
+        )
+        no_exceptions(page)
+        shot(page, "explorer_group_view", anchor="The GRPO group (Theorem 3.1)")
 
         # Compare checkpoints: same prompt and seed through sft_reflection and rl, teacher-forced
         timer.measure("compare first render", lambda: goto(page, url + "/Compare_checkpoints", "Compare"))
@@ -114,6 +127,12 @@ def test_app_end_to_end(tmp_path):
         page.get_by_text("attribution on the same transcript").first.wait_for(timeout=60_000)
         no_exceptions(page)
         shot(page, "compare_checkpoints", anchor="Teacher-forced on one transcript")
+        timer.measure(
+            "compare over a test set (3x3-3x5, 20 per size, cold store)",
+            lambda: click_and_wait(page, "Compute (kept in the results store)", "Where the verdicts differ"),
+        )
+        no_exceptions(page)
+        shot(page, "compare_test_set", anchor="Over a test set: every model's verdicts on one model's episodes")
 
         # Custom prompts: upload a file, run it, get the results table and downloads
         timer.measure("custom prompts first render", lambda: goto(page, url + "/Custom_prompts", "Run prompts"))
@@ -148,6 +167,29 @@ def test_app_end_to_end(tmp_path):
         page.get_by_text("Toy: ratio vs attempt length L").first.wait_for(timeout=60_000)
         no_exceptions(page)
         timer.measure("gradient balance back to the toy (warm)", lambda: click_text_and_wait(page, "Toy (Figure 1)"))
+        no_exceptions(page)
+        timer.measure("gradient balance GRPO group view (first visit)", lambda: click_text_and_wait(page, "GRPO group"))
+        timer.measure(
+            "gradient balance group of 16 attributed",
+            lambda: (
+                click_text_and_wait(page, "Compute the group view"),
+                page.get_by_text("A group of 16 episodes").first.wait_for(timeout=120_000),
+            ),
+        )
+        page.get_by_text("Group surrogate |G_S|/|G_D|").first.wait_for(timeout=30_000)
+        no_exceptions(page)
+        shot(page, "gradient_balance_group", anchor="Contributions to the group gradient of")
+
+        # Home: a folder that is not a loadable checkpoint is refused with the loader's reason
+        broken = tmp_path / "broken_ckpt"
+        broken.mkdir()
+        (broken / "config.json").write_text('{"model_type": "llama"}')
+        goto(page, url, "The DS picture")
+        box = page.get_by_placeholder("/path/to/model_dir")
+        box.fill(str(broken))
+        box.press("Enter")
+        wait_idle(page)
+        page.get_by_text("Not added").first.wait_for(timeout=60_000)
         no_exceptions(page)
 
         print("timings:", json.dumps(timer.t))
