@@ -19,7 +19,7 @@ st.markdown(
     "How an objective's gradient is shared between **sampling** tokens (the attempts) and "
     "**decision** tokens (`[STOP]`/`[RESAMPLE]`). The paper's Gradient Attribution Property: the "
     "GRPO **surrogate** weights every token of an episode by the same advantage A (Theorem 3.1, "
-    "*balanced*: a claim about the sum over a group, which the **GRPO group** view measures; on one "
+    "*balanced*: a claim about the sum over a group, which the view 'GRPO group' measures; on one "
     "episode the surrogate's split is SFT's); "
     "the **KL** penalty and **SFT** sum a per-token term over every token, so an attempt of L "
     "tokens gets about L times the decision's weight (Theorem 3.2, *unbalanced*). The ratio shown "

@@ -152,6 +152,8 @@ def test_app_end_to_end(tmp_path):
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
         no_exceptions(page)
         shot(page, "calibration", anchor="Accuracy (Table 1)")
+        shot(page, "calibration_figure2", anchor="p_s, p_d|C, p_d|W vs size (Figure 2)")
+        shot(page, "calibration_figure3", anchor="Predicted vs observed accuracy (Figure 3)")
         timer.measure("calibration warm interval switch", lambda: click_text_and_wait(page, "Wilson"))
         page.get_by_text("Wilson 95% interval").first.wait_for(timeout=30_000)
         no_exceptions(page)
@@ -178,7 +180,7 @@ def test_app_end_to_end(tmp_path):
         )
         page.get_by_text("Group surrogate |G_S|/|G_D|").first.wait_for(timeout=30_000)
         no_exceptions(page)
-        shot(page, "gradient_balance_group", anchor="Contributions to the group gradient of")
+        shot(page, "gradient_balance_group", anchor="Compute the group view")
 
         # Home: a folder that is not a loadable checkpoint is refused with the loader's reason
         broken = tmp_path / "broken_ckpt"

@@ -79,7 +79,7 @@ def decision_sampling_figure(figures: pd.DataFrame) -> go.Figure:
         shared_xaxes=True,  # the objective names once, under the bottom row (no clipped labels)
         horizontal_spacing=0.12,
         vertical_spacing=0.14,
-        subplot_titles=("|G_S| and |G_D|", "ratio |G_S| / |G_D|", "cos(G_S, G_D)", "shares of |G|² (add to 1)"),
+        subplot_titles=("|G_S| and |G_D|", "ratio |G_S| / |G_D|", "cos(G_S, G_D)", "shares of |G|²"),
     )
     for col, name, colour in (("norm_G_S", "|G_S| sampling", S_COLOUR), ("norm_G_D", "|G_D| decision", D_COLOUR)):
         fig.add_trace(
@@ -137,7 +137,7 @@ def decision_sampling_figure(figures: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(**log_axis([*figures["norm_G_S"], *figures["norm_G_D"]]), row=1, col=1)
     fig.update_yaxes(**log_axis([*figures["ratio_SD"], *figures["ratio_SD_per_token"]]), row=1, col=2)
     fig.update_yaxes(range=[-1.05, 1.05], row=2, col=1)
-    fig.update_xaxes(automargin=True, tickangle=0)
+    fig.update_xaxes(automargin=True, tickangle=-45)  # five names in a narrow panel: slanted, not overlapping
     fig.add_hline(y=1, line_dash="dot", line_color="#6b7280", row=1, col=2)
     fig.update_layout(
         title=title, barmode="group", height=560, margin=dict(t=80, b=40), legend=dict(orientation="h", y=-0.08)

@@ -76,5 +76,11 @@ def group_contributions_figure(episodes: pd.DataFrame, objective: str) -> go.Fig
         )
     fig.update_xaxes(automargin=True, title_text="episode (✓ correct, ✗ wrong; its advantage A)")
     fig.update_yaxes(title_text="share of |G|²")
-    fig.update_layout(title=title, barmode="group", height=360, legend=dict(orientation="h", y=-0.35))
+    fig.update_layout(
+        title=title,
+        barmode="group",
+        height=380,
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        margin=dict(t=80),
+    )
     return fig
