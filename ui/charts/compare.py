@@ -134,7 +134,7 @@ def decision_chart(decisions: pd.DataFrame) -> go.Figure:
     if not len(decisions) or decisions[["p_STOP", "p_RESAMPLE"]].isna().all().all():
         return _empty(title, "no [STOP]/[RESAMPLE] decision positions in this transcript")
     d = decisions.copy()
-    d["where"] = [f"#{k + 1} @{p} ({v})" for k, p, v in zip(d["decision"], d["pos"], d["verdict"])]
+    d["where"] = [f"after attempt {k} @{p} ({v})" for k, p, v in zip(d["after attempt"], d["pos"], d["verdict"])]
     colours = checkpoint_colours(dict.fromkeys(d["checkpoint"]))
     fig = make_subplots(rows=1, cols=2, subplot_titles=["p([STOP])", "p([RESAMPLE])"], shared_yaxes=True)
     for j, col in enumerate(("p_STOP", "p_RESAMPLE"), start=1):

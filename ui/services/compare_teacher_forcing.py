@@ -127,7 +127,7 @@ def teacher_force_scores(episode: Episode, source: str, scores: Mapping[str, Tok
             p_v = (p_s if d.verdict == "STOP" else p_r) if d.end - d.start == 1 else math.exp(lp)
             drows.append(
                 {
-                    "decision": d.index,
+                    "after attempt": d.index + 1,  # attempts numbered from 1, as on every page
                     "pos": d.start,
                     "verdict": d.verdict,
                     "attempt_correct": None if att is None else bool(att.correct),
@@ -143,7 +143,7 @@ def teacher_force_scores(episode: Episode, source: str, scores: Mapping[str, Tok
     decisions = pd.DataFrame(
         drows,
         columns=[
-            "decision",
+            "after attempt",
             "pos",
             "verdict",
             "attempt_correct",
