@@ -96,6 +96,18 @@ def main(argv=None) -> int:
     e.add_argument("--json", default=None, help="also write the full report as JSON to this file")
     e.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    q = sub.add_parser("decisions", help="Q-values at every verdict and the decision regret per size")
+    q.add_argument("--checkpoint", required=True, help="checkpoint directory (DS-Lens' format: [STOP]/[RESAMPLE])")
+    q.add_argument("--sizes", default="3x3-3x9", help="e.g. 3x3-3x9 or 3x3,3x5 (default 3x3-3x9)")
+    q.add_argument("--n", type=int, default=100, help="problems per size (default 100: the fixed test set)")
+    q.add_argument("--continuations", type=int, default=32, help="continuations per decision (default 32)")
+    q.add_argument("--seed", type=int, default=0)
+    sampling_args(q)
+    q.add_argument("--data-dir", default=None, help="results store directory (default $DS_LENS_DATA or ./data)")
+    q.add_argument("--no-store", action="store_true", help="do not read or write the results store")
+    q.add_argument("--csv", default=None, help="also write every decision's values to this CSV file")
+    q.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl)")
     t.add_argument("stage", choices=["base", "sft", "reflection", "rl", "all"])
     t.add_argument("--out", default=str(SHIPPED_DIR), help="where checkpoint directories go (default: checkpoints/)")
@@ -164,6 +176,7 @@ def main(argv=None) -> int:
         device_args(sp)
     args = p.parse_args(argv)
     from ds_core.cli import commands
+    from ds_core.cli.decisions import decisions_cmd
     from ds_core.cli.explore import explore_cmd
     from ds_core.cli.outputs import check_outputs
 
@@ -181,6 +194,7 @@ def main(argv=None) -> int:
         check_outputs(args.cmd, args)  # before any work (ds_core.cli.outputs)
         return {
             "eval": commands.eval_cmd,
+            "decisions": decisions_cmd,
             "train": commands.train_cmd,
             "report": commands.report_cmd,
             "attribute": commands.attribute_cmd,

@@ -9,7 +9,14 @@ from pathlib import Path
 from ds_core.errors import UserError
 
 # command -> the options that name a file it writes / a directory it writes into
-OUTPUT_FILES = {"eval": ("json",), "report": ("out",), "attribute": ("out",), "explore": ("json",), "balance": ("out",)}
+OUTPUT_FILES = {
+    "eval": ("json",),
+    "decisions": ("csv",),
+    "report": ("out",),
+    "attribute": ("out",),
+    "explore": ("json",),
+    "balance": ("out",),
+}
 OUTPUT_DIRS = {"train": ("out",), "real-model": ("out",)}
 
 

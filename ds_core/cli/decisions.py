@@ -1,0 +1,78 @@
+"""`python -m ds_core decisions`: Q-values at every verdict of a checkpoint's evaluation episodes and
+its decision regret per size (ds_core.analysis.decisions), with a progress bar; kept in the store."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+
+def _pct(x: float, lo: float, hi: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return f"{'-':>17}"
+    return f"{100 * x:5.1f} ({100 * lo:4.1f},{100 * hi:5.1f})"
+
+
+def format_regret(table) -> str:
+    head = (
+        f"{'size':>5} {'eps':>4}  {'own acc':>17}  {'optimal acc':>17}  {'regret':>17}  "
+        f"{'wrong kept':>17}  {'correct revised':>17}  {'no save':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in table.to_dict("records"):
+        lines.append(
+            f"{r['size']:>5} {r['episodes']:>4}  "
+            + "  ".join(
+                _pct(r[k], r[f"{k}_lo"], r[f"{k}_hi"])
+                for k in ("own", "optimal", "regret", "wrong_kept", "correct_revised")
+            )
+            + f"  {100 * r['cannot_succeed']:6.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def decisions_cmd(args) -> int:
+    from tqdm import tqdm
+
+    from ds_core.analysis.decisions import regret_run
+    from ds_core.cli.commands import sampling_config, set_threads
+    from ds_core.episodes.tasks import parse_sizes
+    from ds_core.models.checkpoint import load_checkpoint
+    from ds_core.store import ResultsStore
+
+    set_threads(args.threads)
+    sizes = [s.name for s in parse_sizes(args.sizes)]
+    if not 1 <= args.n <= 100_000:
+        raise ValueError(f"--n must be in 1..100000, got {args.n}")
+    cfg = sampling_config(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    store = None if args.no_store else ResultsStore(args.data_dir)
+    bar = tqdm(total=0, desc="continuations", unit="ep", disable=args.quiet, file=sys.stderr)
+
+    def progress(size: str, done: int, total: int):
+        if bar.total != total:
+            bar.reset(total=total)
+            bar.set_description(f"{size} continuations")
+        bar.update(done - bar.n)
+
+    values, table = regret_run(
+        ckpt, sizes, n_problems=args.n, n=args.continuations, seed=args.seed, cfg=cfg, store=store, progress=progress
+    )
+    bar.close()
+    print(
+        f"checkpoint {ckpt.path} ({ckpt.name}, hash {ckpt.hash}); {args.continuations} continuations per "
+        f"decision; temperature {cfg.temperature}, max_attempts {cfg.max_attempts}, seed {args.seed}"
+        + ("" if store is None else f"; store {store.path}")
+    )
+    print(format_regret(table))
+    print(
+        "At each episode's first decision: own = Q(the verdict chosen), optimal = max(Q(STOP), Q(RESAMPLE)), "
+        "regret = optimal - own = wrong kept + correct revised (bootstrap 95% over episodes); no save: "
+        "episodes whose first attempt is wrong and no continuation was correct."
+    )
+    if args.csv:
+        from ds_core.store.csvio import to_csv
+
+        to_csv(values, args.csv)
+        print(f"wrote {args.csv} ({len(values)} decisions)")
+    return 0
