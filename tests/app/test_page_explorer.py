@@ -322,3 +322,14 @@ def test_group_view_is_the_group_the_advantage_came_from(data_dir):
     if eps["correct"].all():
         assert "cannot appear" in " ".join(m.value for m in at.markdown)
         assert "A = 0" in _texts(at, "warning")
+
+
+def test_q_values_beside_each_verdict(data_dir):
+    at = _run(_page())
+    at.number_input(key="ex_q_n").set_value(4).run()
+    at.button(key="ex_q_go").click().run()
+    assert not at.exception and not at.error
+    vals = next(d.value for d in at.dataframe if "q_resample" in d.value.columns)
+    assert len(vals) >= 1 and set(vals["q_stop"]) <= {0.0, 1.0}
+    assert ((vals["q_resample_lo"] <= vals["q_resample"]) & (vals["q_resample"] <= vals["q_resample_hi"])).all()
+    assert any("Q(STOP) =" in c.value or "retry cap" in c.value for c in at.caption)

@@ -21,9 +21,10 @@ from ui.services.explorer import (
 from ui.services.explorer_decisions import REVISION_SENTENCE
 from ui.services.timings import per_unit, record
 from ui.tokens import token_html
-from ui.views.explorer_work import cached_counterfactual, cached_input_attribution
+from ui.views.explorer_work import cached_counterfactual, cached_decision_values, cached_input_attribution
 
 CF_REQ = "ex_cf_request"  # session state: (request, decision index) of the last counterfactual
+Q_REQ = "ex_q_request"  # session state: (request, N) of the last Q-value estimate
 
 
 def ig_step_text(digest: str) -> str:
@@ -142,3 +143,36 @@ def render(ep, ckpt, decisions, key: tuple, req: dict, shading: str) -> None:
                 st.markdown(f"**Counterfactual** ({cf.forced} forced at token {cf.position})")
                 st.html(token_html(episode_frame(cf.episode), None, highlight=cf.position))
             table(comparison_frame(ep, cf), "counterfactual comparison", key="ex_dl_cf")
+    if has_dec:
+        values_section(ep, key, req)
+
+
+def values_section(ep, key: tuple, req: dict) -> None:
+    """Q(STOP) and Q(RESAMPLE) at every verdict of the episode, from N continuations each."""
+    st.markdown(
+        "**What each verdict is worth**: Q(STOP) = this attempt is correct (stopping keeps it); "
+        "Q(RESAMPLE) = the share of N continuations, written from [RESAMPLE] at that point with the same "
+        "settings, that end correct (Wilson 95%). At the retry cap a revision ends the episode with the "
+        "same answer, so the two are equal there."
+    )
+    c1, c2 = st.columns([1, 3])
+    n = int(c1.number_input("Continuations N", 1, 256, 32, 1, key="ex_q_n"))
+    if c2.button("Estimate Q-values", key="ex_q_go"):
+        st.session_state[Q_REQ] = (req, n)
+    if st.session_state.get(Q_REQ) != (req, n):
+        return
+    with user_errors("Cannot estimate the Q-values"):
+        with st.spinner(f"Rolling {n} continuations from each verdict…"):
+            vals = cached_decision_values(*key, n)
+        table(vals.drop(columns=["episode"]), "verdict values", key="ex_dl_q")
+        for r in vals.itertuples():
+            if r.at_cap:
+                st.caption(f"After attempt {r.attempt}: the retry cap, so the verdict cannot change the answer.")
+                continue
+            chosen = "kept" if r.chosen == "STOP" else "revised"
+            st.caption(
+                f"After attempt {r.attempt} ({'correct' if r.attempt_correct else 'wrong'}, {chosen}): "
+                f"Q(STOP) = {r.q_stop:.0f}, Q(RESAMPLE) = {r.q_resample:.2f} ({r.k}/{r.n}, "
+                f"{r.q_resample_lo:.2f}–{r.q_resample_hi:.2f}); optimal: {r.optimal}; the model gives it "
+                f"p = {r.p_optimal:.3f}; the chosen verdict's advantage {r.advantage_chosen:+.2f}."
+            )

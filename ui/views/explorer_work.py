@@ -107,6 +107,15 @@ def cached_counterfactual(
     return counterfactual(checkpoint_of(path, digest, fmt), ep, decision_index, sampling_config(*cfg), seed)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_decision_values(path: str, digest: str, problem: tuple, cfg: tuple, seed: int, fmt: tuple, n: int):
+    """Q(STOP), Q(RESAMPLE) at every verdict of the episode (ds_core.analysis.decisions)."""
+    from ds_core.analysis.decisions import decision_values
+
+    ep = cached_episode(path, digest, problem, cfg, seed, fmt)
+    return decision_values(checkpoint_of(path, digest, fmt), [ep], sampling_config(*cfg), n=n, seed=seed)
+
+
 @st.cache_resource(show_spinner=False)
 def warm_up_started() -> bool:
     """Once per server process: import the model code in the background while the user picks."""
