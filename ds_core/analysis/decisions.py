@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,10 @@ from ds_core.errors import UserError
 VERSION = 1
 KIND = "decision_values"
 DEFAULT_N = 32
+# rows per rollout batch for the continuations: rows are sorted by length, and at the default 256
+# one batch pads every continuation to the longest prefix (measured on rl, 3x5, 176 continuations,
+# one thread: 8.9 s at 256, 4.8 s at 64, 4.9 s at 32, 6.1 s at 16). Sampling does not depend on it.
+CONTINUATION_BATCH = 64
 COLUMNS = (
     "episode",
     "attempt",
@@ -123,10 +128,11 @@ def decision_values(
             progress(done[0], len(requests))
 
     conts = []
+    rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
     if requests:
         with MODEL_LOCK:
             conts = rollout(
-                ckpt.model, ckpt.tokenizer, ckpt.format, requests, cfg, seed=seed, streams=names, progress=tick
+                ckpt.model, ckpt.tokenizer, ckpt.format, requests, rcfg, seed=seed, streams=names, progress=tick
             )
     scores = score(ckpt, [ep.token_ids for ep in episodes]) if episodes else ()
     rows, c = [], 0
