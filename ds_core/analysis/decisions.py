@@ -176,6 +176,27 @@ def decision_values(
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def continuations(ckpt, episode, attempt: int, cfg, *, n: int = DEFAULT_N, seed: int = 0, stream: str = "0") -> list:
+    """The `n` continuations behind Q(RESAMPLE) after attempt `attempt` (from 1) of `episode`: the same
+    seeded streams and batching as decision_values (episode named `stream`), so they are exactly the
+    episodes it counted. Empty at the retry cap (no continuation is rolled there)."""
+    from ds_core.models.locks import MODEL_LOCK
+    from ds_core.models.rollout import rollout
+    from ds_core.models.sampling import Prefix
+
+    ids = _verdict_ids(ckpt)
+    d = next((x for x in episode.decisions if x.index + 1 == attempt), None)
+    if d is None:
+        raise DecisionValueError(f"the episode has no verdict after attempt {attempt}")
+    if attempt >= cfg.max_attempts:
+        return []
+    prefix = Prefix(episode.problem, tuple(episode.token_ids[: d.start]) + (ids["RESAMPLE"],), episode.prompt_len)
+    rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
+    names = [f"q:{stream}:{attempt}:{j}" for j in range(n)]
+    with MODEL_LOCK:
+        return rollout(ckpt.model, ckpt.tokenizer, ckpt.format, [prefix] * n, rcfg, seed=seed, streams=names)
+
+
 def episode_regret(values: pd.DataFrame) -> pd.DataFrame:
     """Per episode with a decision (its first one): own = Q(chosen), optimal = max Q, regret and its
     cause (module docstring): 'wrong kept', 'correct revised', 'none', and whether the attempt was

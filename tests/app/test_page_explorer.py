@@ -333,3 +333,10 @@ def test_q_values_beside_each_verdict(data_dir):
     assert len(vals) >= 1 and set(vals["q_stop"]) <= {0.0, 1.0}
     assert ((vals["q_resample_lo"] <= vals["q_resample"]) & (vals["q_resample"] <= vals["q_resample_hi"])).all()
     assert any("Q(STOP) =" in c.value or "retry cap" in c.value for c in at.caption)
+    if not vals["at_cap"].all():  # the continuations behind an estimate, one at a time
+        row = vals[~vals["at_cap"]].iloc[0]
+        shown = [c.value for c in at.caption if c.value.startswith("Continuation 1 of 4")]
+        assert shown and ("correct" in shown[0])
+        at.number_input(key="ex_q_j").set_value(4).run()
+        assert not at.exception and any(c.value.startswith("Continuation 4 of 4") for c in at.caption)
+        assert int(row.k) <= 4

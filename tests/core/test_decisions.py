@@ -125,3 +125,16 @@ def test_the_cli_prints_the_regret_table_and_writes_the_values(tmp_path, capsys)
     assert out.is_file() and pd.read_csv(out)["q_stop"].isin([0, 1]).all()
     assert main(["decisions", "--checkpoint", str(tmp_path), "--quiet"]) == 2  # not a checkpoint: a message
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_continuations_behind_an_estimate_are_the_ones_counted(sr, episodes):
+    cfg = SamplingConfig()
+    vals = D.decision_values(sr, episodes[:3], cfg, n=4, seed=2)
+    r = vals[~vals["at_cap"]].iloc[0]
+    conts = D.continuations(sr, episodes[int(r.episode)], int(r.attempt), cfg, n=4, seed=2, stream=str(r.episode))
+    assert len(conts) == 4 and sum(c.correct for c in conts) == r.k
+    prefix_len = episodes[int(r.episode)].decisions[int(r.attempt) - 1].start
+    assert all(c.token_ids[:prefix_len] == episodes[int(r.episode)].token_ids[:prefix_len] for c in conts)
+    assert D.continuations(sr, episodes[0], 1, SamplingConfig(max_attempts=1), n=4) == []
+    with pytest.raises(D.DecisionValueError, match="no verdict after attempt 9"):
+        D.continuations(sr, episodes[0], 9, cfg, n=2)

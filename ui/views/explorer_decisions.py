@@ -21,7 +21,12 @@ from ui.services.explorer import (
 from ui.services.explorer_decisions import REVISION_SENTENCE
 from ui.services.timings import per_unit, record
 from ui.tokens import token_html
-from ui.views.explorer_work import cached_counterfactual, cached_decision_values, cached_input_attribution
+from ui.views.explorer_work import (
+    cached_continuations,
+    cached_counterfactual,
+    cached_decision_values,
+    cached_input_attribution,
+)
 
 CF_REQ = "ex_cf_request"  # session state: (request, decision index) of the last counterfactual
 Q_REQ = "ex_q_request"  # session state: (request, N) of the last Q-value estimate
@@ -176,3 +181,16 @@ def values_section(ep, key: tuple, req: dict) -> None:
                 f"{r.q_resample_lo:.2f}–{r.q_resample_hi:.2f}); optimal: {r.optimal}; the model gives it "
                 f"p = {r.p_optimal:.3f}; the chosen verdict's advantage {r.advantage_chosen:+.2f}."
             )
+        rolled = [int(a) for a, cap in zip(vals["attempt"], vals["at_cap"]) if not cap]
+        if rolled:
+            c1, c2 = st.columns(2)
+            attempt = c1.selectbox("Continuations behind Q(RESAMPLE) after attempt", rolled, key="ex_q_attempt")
+            j = int(c2.number_input(f"Continuation (1..{n})", 1, n, 1, 1, key="ex_q_j"))
+            conts = cached_continuations(*key, n, attempt)
+            c = conts[j - 1]
+            verdicts = ", ".join(d.verdict for d in c.decisions) or "(none)"
+            st.caption(
+                f"Continuation {j} of {n} after attempt {attempt}: final answer {c.final_answer}, "
+                f"{'correct' if c.correct else 'wrong'}; verdicts {verdicts}."
+            )
+            st.html(token_html(episode_frame(c), None, highlight=ep.decisions[attempt - 1].start))

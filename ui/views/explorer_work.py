@@ -116,6 +116,17 @@ def cached_decision_values(path: str, digest: str, problem: tuple, cfg: tuple, s
     return decision_values(checkpoint_of(path, digest, fmt), [ep], sampling_config(*cfg), n=n, seed=seed)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_continuations(
+    path: str, digest: str, problem: tuple, cfg: tuple, seed: int, fmt: tuple, n: int, attempt: int
+):
+    """The continuations behind Q(RESAMPLE) after `attempt`: the very ones cached_decision_values counted."""
+    from ds_core.analysis.decisions import continuations
+
+    ep = cached_episode(path, digest, problem, cfg, seed, fmt)
+    return continuations(checkpoint_of(path, digest, fmt), ep, attempt, sampling_config(*cfg), n=n, seed=seed)
+
+
 @st.cache_resource(show_spinner=False)
 def warm_up_started() -> bool:
     """Once per server process: import the model code in the background while the user picks."""
