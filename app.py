@@ -12,5 +12,6 @@ PAGES = [
     st.Page("pages/3_Custom_prompts.py", title="Custom prompts", url_path="Custom_prompts"),
     st.Page("pages/4_Calibration.py", title="Calibration", url_path="Calibration"),
     st.Page("pages/5_Gradient_balance.py", title="Gradient balance", url_path="Gradient_balance"),
+    st.Page("pages/6_Hypothesis.py", title="Hypothesis", url_path="Hypothesis"),
 ]
 st.navigation(PAGES).run()

@@ -179,3 +179,16 @@ def test_home_refuses_a_folder_the_loader_refuses(data_dir, tmp_path):
         assert "Not added" in errors and word in errors, (ck.name, errors)
         assert ck.name not in set(at.dataframe[-1].value["checkpoint"])
         assert at.session_state["user_checkpoints"] == []
+
+
+def test_hypothesis_page_shows_every_claim_with_a_computed_verdict(data_dir):
+    from ds_core.analysis.hypothesis import shipped_claims
+
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "6_Hypothesis.py"), default_timeout=120).run()
+    assert not at.exception and not at.error
+    text = " ".join(m.value for m in at.markdown)
+    for c in shipped_claims():
+        assert c.claim in text and c.numbers in text
+    table = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert set(table["verdict"]) <= {"supported", "contradicted", "cannot tell"} and len(table) == 6
+    assert "(/Gradient_balance)" in text and "(/Calibration)" in text

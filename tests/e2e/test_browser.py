@@ -182,6 +182,12 @@ def test_app_end_to_end(tmp_path):
         no_exceptions(page)
         shot(page, "gradient_balance_group", anchor="Compute the group view")
 
+        # Hypothesis: the paper's claims with computed verdicts
+        timer.measure("hypothesis first render", lambda: goto(page, url + "/Hypothesis", "Theorem 3.1"))
+        page.get_by_text("The evidence: Gradient balance").first.wait_for(timeout=30_000)
+        no_exceptions(page)
+        shot(page, "hypothesis")
+
         # Home: a folder that is not a loadable checkpoint is refused with the loader's reason
         broken = tmp_path / "broken_ckpt"
         broken.mkdir()

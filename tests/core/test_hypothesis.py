@@ -1,0 +1,85 @@
+"""ds_core.analysis.hypothesis: every verdict follows its numbers (each rule tested on both sides with
+synthetic data), and the shipped rows compute from the shipped files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ds_core.analysis import hypothesis as H
+
+
+def _evals(acc: dict, p_s: dict | None = None, p_dw: dict | None = None) -> dict:
+    """eval.json-shaped dicts: per condition, the same k of 100 at every OOD size."""
+    out = {}
+    for c, k in acc.items():
+        sizes = {}
+        for s in H.OOD:
+            sizes[s] = {
+                "accuracy": {"k": k, "n": 100},
+                "p_s": {"k": (p_s or acc)[c], "n": 100},
+                "p_dW": {"k": (p_dw or {}).get(c, 50), "n": 100},
+            }
+        out[c] = {"sizes": sizes}
+    return out
+
+
+def test_table_1_order_follows_the_numbers():
+    assert H.table_1_order(_evals({"rl": 90, "sft_reflection": 50, "sft": 5})).verdict == H.SUPPORTED
+    assert H.table_1_order(_evals({"rl": 5, "sft_reflection": 50, "sft": 1})).verdict == H.CONTRADICTED
+    assert H.table_1_order(_evals({"rl": 1, "sft_reflection": 1, "sft": 0})).verdict == H.CANNOT_TELL
+    assert H.table_1_order(_evals({"rl": 1})).verdict == H.CANNOT_TELL  # a condition missing
+
+
+def test_ood_gain_needs_a_gain_then_asks_which_policy():
+    same_ps = {"rl": 30, "sft_reflection": 30}
+    gain = {"rl": 60, "sft_reflection": 30}
+    assert H.ood_gain_from_decisions(_evals(gain, same_ps, {"rl": 90, "sft_reflection": 20})).verdict == H.SUPPORTED
+    assert (
+        H.ood_gain_from_decisions(
+            _evals(gain, {"rl": 60, "sft_reflection": 30}, {"rl": 50, "sft_reflection": 50})
+        ).verdict
+        == H.CONTRADICTED
+    )
+    assert H.ood_gain_from_decisions(_evals({"rl": 2, "sft_reflection": 1})).verdict == H.CANNOT_TELL
+
+
+def test_length_claims_follow_the_slopes():
+    def slopes(vals):
+        return pd.DataFrame(
+            [{"checkpoint": c, "objective": "kl_k1", "metric": "ratio_SD", "slope": v} for c, v in vals.items()]
+        )
+
+    assert H.theorem_3_2(slopes({"a": 1.0, "b": 0.9})).verdict == H.SUPPORTED
+    assert H.theorem_3_2(slopes({"a": -1.0, "b": -0.2})).verdict == H.CONTRADICTED
+    assert H.theorem_3_2(slopes({"a": 1.0, "b": -0.2})).verdict == H.CANNOT_TELL
+    assert H.sft_length_weighting(slopes({"a": 1.0})).verdict == H.CANNOT_TELL  # no sft_sum rows
+
+
+def test_theorem_3_1_and_the_toy_follow_their_numbers():
+    def ds(surr, sft):
+        rows = []
+        for i, (a, b) in enumerate(zip(surr, sft)):
+            rows += [
+                {"checkpoint": "x", "size": "3x3", "episode": i, "objective": "surrogate", "ratio_SD": a},
+                {"checkpoint": "x", "size": "3x3", "episode": i, "objective": "sft_sum", "ratio_SD": b},
+            ]
+        return pd.DataFrame(rows)
+
+    assert H.theorem_3_1(ds([10.0, 20.0], [10.0, 20.0])).verdict == H.SUPPORTED
+    assert H.theorem_3_1(ds([10.0, 30.0], [10.0, 20.0])).verdict == H.CONTRADICTED
+    assert H.toy_figure_1({"surrogate_ratio_median": 1.1, "kl_ratio_median": 8}).verdict == H.SUPPORTED
+    assert H.toy_figure_1({"surrogate_ratio_median": 5.0, "kl_ratio_median": 8}).verdict == H.CONTRADICTED
+    assert H.toy_figure_1({}).verdict == H.CANNOT_TELL
+    with pytest.raises(ValueError):
+        H.Claim("k", "c", "m", "n", "maybe", "r", "p")
+
+
+def test_shipped_claims_compute_from_the_shipped_files():
+    rows = H.shipped_claims()
+    assert [c.key for c in rows] == ["theorem_3_1", "theorem_3_2", "sft_length", "toy", "table_1", "ood_gain"]
+    by = {c.key: c for c in rows}
+    assert by["theorem_3_1"].verdict == H.SUPPORTED  # the identity holds exactly on every shipped episode
+    assert by["toy"].verdict == H.SUPPORTED
+    frame = H.claims_frame(rows)
+    assert list(frame.columns) == ["claim", "verdict", "numbers", "rule", "evidence"] and len(frame) == 6
