@@ -27,8 +27,7 @@ st.title("Hypothesis")
 st.markdown(
     "The paper's claims next to what DS-Lens measures on the **shipped checkpoints**. Every verdict is "
     "computed from the numbers shown by the rule beside it (ds_core.analysis.hypothesis): *supported*, "
-    "*contradicted*, or *cannot tell* (the data cannot decide). Not yet here: whether decisions follow "
-    "their Q-values (`python -m ds_core decisions` measures it; RESULTS.md has the table)."
+    "*contradicted*, or *cannot tell* (the data cannot decide)."
 )
 claims = None
 with user_errors("Cannot read the shipped evidence"):

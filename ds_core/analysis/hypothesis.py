@@ -4,8 +4,9 @@ those numbers by the rule the row states. Nothing here is typed in: change the d
 follows (each rule is a plain function of its numbers, tested on both sides).
 
 Sources: the checkpoints' eval.json (Table 1 and the calibration model, read through jsonread), the
-shipped gradient-balance precompute (per-episode attribution and the length sweep's log-log slopes)
-and the Figure-1 toy run at its default settings.
+shipped gradient-balance precompute (per-episode attribution and the length sweep's log-log slopes),
+the Figure-1 toy run at its default settings, and the shipped decision values
+(ds_core/data/decisions_v1.json, written by `python -m ds_core decisions --json`).
 """
 
 from __future__ import annotations
@@ -217,7 +218,55 @@ def ood_gain_from_decisions(evals: Mapping[str, Mapping]) -> Claim:
     )
 
 
-def claims(evals: Mapping[str, Mapping], dataset: pd.DataFrame, sweep_slopes: pd.DataFrame, toy_summary) -> list[Claim]:
+DECISIONS_FILE = "decisions_v1.json"  # shipped decision values (python -m ds_core decisions --json)
+FOLLOWS_MIN_POINTS = 20
+FOLLOWS_SUPPORTED = 0.8  # Wilson lower bound of the share of verdicts that pick the better value
+
+
+def decisions_follow_q(values: Mapping[str, Mapping], hashes: Mapping[str, str]) -> Claim:
+    """`values`: per checkpoint, a `python -m ds_core decisions --json` document; `hashes`: the
+    checkpoints' current content hashes (a document of another version is left out, said so)."""
+    k = n = 0
+    parts, stale = [], []
+    for name, doc in values.items():
+        if hashes.get(name) != doc.get("checkpoint_hash"):
+            stale.append(name)
+            continue
+        pts = [r for r in doc.get("rows", ()) if r.get("optimal") != "either" and not r.get("at_cap")]
+        kk = sum(r.get("chosen") == r.get("optimal") for r in pts)
+        k, n = k + kk, n + len(pts)
+        parts.append(f"{name} {_pct(kk, len(pts))}")
+    if n < FOLLOWS_MIN_POINTS:
+        verdict = CANNOT_TELL
+    else:
+        lo, hi = wilson(k, n)
+        verdict = SUPPORTED if lo >= FOLLOWS_SUPPORTED else (CONTRADICTED if hi < 0.5 else CANNOT_TELL)
+    numbers = "verdicts that pick the higher Q, where the two differ: " + ("; ".join(parts) or "no values")
+    if stale:
+        numbers += f" (left out, computed on another version: {', '.join(stale)})"
+    return Claim(
+        "follows_q",
+        "Decisions follow Q-values: the model keeps an attempt when stopping is worth more and revises when "
+        "a retry is.",
+        "Monte-Carlo Q(STOP) and Q(RESAMPLE) at every verdict of the shipped checkpoints' evaluation episodes "
+        "(ds_core/data/decisions_v1.json: 30 problems of 3x3, 3x4, 3x5, 3x7, 3x9, 16 continuations each).",
+        numbers,
+        verdict,
+        f"over the verdicts where Q differs, supported if the Wilson lower bound of the share choosing the higher Q "
+        f"is >= {FOLLOWS_SUPPORTED:g} (at least {FOLLOWS_MIN_POINTS} such verdicts), contradicted if its upper "
+        "bound is < 0.5, else cannot tell",
+        "Episode explorer",
+    )
+
+
+def claims(
+    evals: Mapping[str, Mapping],
+    dataset: pd.DataFrame,
+    sweep_slopes: pd.DataFrame,
+    toy_summary,
+    decision_values: Mapping[str, Mapping] | None = None,
+    hashes: Mapping[str, str] | None = None,
+) -> list[Claim]:
     return [
         theorem_3_1(dataset),
         theorem_3_2(sweep_slopes),
@@ -225,13 +274,15 @@ def claims(evals: Mapping[str, Mapping], dataset: pd.DataFrame, sweep_slopes: pd
         toy_figure_1(toy_summary),
         table_1_order(evals),
         ood_gain_from_decisions(evals),
+        decisions_follow_q(decision_values or {}, hashes or {}),
     ]
 
 
 def shipped_claims(checkpoints: Sequence[str] = ("base", "sft", "sft_reflection", "rl")) -> list[Claim]:
     """The claims on the shipped checkpoints' own files (eval.json, the balance precompute, the toy)."""
-    from ds_core.analysis.balance.shipped import load_shipped
+    from ds_core.analysis.balance.shipped import PACKAGE_DATA, load_shipped
     from ds_core.analysis.toy_sweeps import toy_view
+    from ds_core.models.checkpoint import content_hash
     from ds_core.paths import SHIPPED_DIR
     from ds_core.store import jsonread
 
@@ -241,7 +292,10 @@ def shipped_claims(checkpoints: Sequence[str] = ("base", "sft", "sft_reflection"
         if p.is_file():
             evals[c] = jsonread.read(p, expect=dict)
     sh = load_shipped()
-    return claims(evals, sh.dataset, sh.sweep_slopes, toy_view().summary)
+    dec_file = PACKAGE_DATA / DECISIONS_FILE
+    values = jsonread.read(dec_file, expect=dict).get("checkpoints", {}) if dec_file.is_file() else {}
+    hashes = {c: content_hash(SHIPPED_DIR / c) for c in values if (SHIPPED_DIR / c / "config.json").is_file()}
+    return claims(evals, sh.dataset, sh.sweep_slopes, toy_view().summary, values, hashes)
 
 
 def claims_frame(rows: Sequence[Claim]) -> pd.DataFrame:

@@ -70,6 +70,27 @@ def decisions_cmd(args) -> int:
         "regret = optimal - own = wrong kept + correct revised (bootstrap 95% over episodes); no save: "
         "episodes whose first attempt is wrong and no continuation was correct."
     )
+    if args.json:  # the values with where they came from (what the Hypothesis page reads when shipped)
+        import json
+        from pathlib import Path
+
+        from ds_core.store.jsonio import to_jsonable
+
+        doc = {
+            "checkpoint": ckpt.name,
+            "checkpoint_hash": ckpt.hash,
+            "command": (
+                f"python -m ds_core decisions --checkpoint {args.checkpoint} --sizes {args.sizes} --n {args.n} "
+                f"--continuations {args.continuations} --seed {args.seed} --temperature {cfg.temperature:g}"
+            ),
+            "sizes": sizes,
+            "n": args.n,
+            "continuations": args.continuations,
+            "seed": args.seed,
+            "rows": to_jsonable(values.to_dict("records")),
+        }
+        Path(args.json).expanduser().write_text(json.dumps(doc) + "\n")
+        print(f"wrote {args.json}")
     if args.csv:
         from ds_core.store.csvio import to_csv
 

@@ -106,6 +106,7 @@ def main(argv=None) -> int:
     q.add_argument("--data-dir", default=None, help="results store directory (default $DS_LENS_DATA or ./data)")
     q.add_argument("--no-store", action="store_true", help="do not read or write the results store")
     q.add_argument("--csv", default=None, help="also write every decision's values to this CSV file")
+    q.add_argument("--json", default=None, help="also write them, with their provenance, to this JSON file")
     q.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl)")

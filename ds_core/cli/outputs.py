@@ -11,7 +11,7 @@ from ds_core.errors import UserError
 # command -> the options that name a file it writes / a directory it writes into
 OUTPUT_FILES = {
     "eval": ("json",),
-    "decisions": ("csv",),
+    "decisions": ("csv", "json"),
     "report": ("out",),
     "attribute": ("out",),
     "explore": ("json",),

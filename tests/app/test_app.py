@@ -190,5 +190,5 @@ def test_hypothesis_page_shows_every_claim_with_a_computed_verdict(data_dir):
     for c in shipped_claims():
         assert c.claim in text and c.numbers in text
     table = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
-    assert set(table["verdict"]) <= {"supported", "contradicted", "cannot tell"} and len(table) == 6
-    assert "(/Gradient_balance)" in text and "(/Calibration)" in text
+    assert set(table["verdict"]) <= {"supported", "contradicted", "cannot tell"} and len(table) == 7
+    assert "(/Gradient_balance)" in text and "(/Calibration)" in text and "(/Episode_explorer)" in text

@@ -119,10 +119,31 @@ def test_the_cli_prints_the_regret_table_and_writes_the_values(tmp_path, capsys)
 
     out = tmp_path / "values.csv"
     argv = ["decisions", "--checkpoint", str(SHIPPED_DIR / "sft_reflection"), "--sizes", "3x3", "--n", "3"]
-    rc = main([*argv, "--continuations", "2", "--data-dir", str(tmp_path / "d"), "--csv", str(out), "--quiet"])
+    js = tmp_path / "values.json"
+    rc = main(
+        [
+            *argv,
+            "--continuations",
+            "2",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--csv",
+            str(out),
+            "--json",
+            str(js),
+            "--quiet",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and "optimal acc" in text and "wrong kept" in text and "  3x3    3" in text
     assert out.is_file() and pd.read_csv(out)["q_stop"].isin([0, 1]).all()
+    import json
+
+    doc = json.loads(js.read_text())  # what the Hypothesis page reads when shipped
+    assert doc["checkpoint"] == "sft_reflection" and doc["n"] == 3 and doc["continuations"] == 2
+    assert doc["command"].startswith("python -m ds_core decisions --checkpoint") and len(doc["rows"]) == len(
+        pd.read_csv(out)
+    )
     assert main(["decisions", "--checkpoint", str(tmp_path), "--quiet"]) == 2  # not a checkpoint: a message
     assert "error:" in capsys.readouterr().err
 

@@ -77,9 +77,26 @@ def test_theorem_3_1_and_the_toy_follow_their_numbers():
 
 def test_shipped_claims_compute_from_the_shipped_files():
     rows = H.shipped_claims()
-    assert [c.key for c in rows] == ["theorem_3_1", "theorem_3_2", "sft_length", "toy", "table_1", "ood_gain"]
+    keys = ["theorem_3_1", "theorem_3_2", "sft_length", "toy", "table_1", "ood_gain", "follows_q"]
+    assert [c.key for c in rows] == keys
     by = {c.key: c for c in rows}
     assert by["theorem_3_1"].verdict == H.SUPPORTED  # the identity holds exactly on every shipped episode
     assert by["toy"].verdict == H.SUPPORTED
     frame = H.claims_frame(rows)
-    assert list(frame.columns) == ["claim", "verdict", "numbers", "rule", "evidence"] and len(frame) == 6
+    assert list(frame.columns) == ["claim", "verdict", "numbers", "rule", "evidence"] and len(frame) == 7
+    assert "stale" not in by["follows_q"].numbers and "left out" not in by["follows_q"].numbers
+
+
+def test_decisions_follow_q_follows_the_values_and_skips_stale_ones():
+    def doc(h, good, bad, either=5):
+        rows = [{"optimal": "STOP", "chosen": "STOP", "at_cap": False}] * good
+        rows += [{"optimal": "RESAMPLE", "chosen": "STOP", "at_cap": False}] * bad
+        rows += [{"optimal": "either", "chosen": "STOP", "at_cap": False}] * either  # does not count
+        return {"checkpoint_hash": h, "rows": rows}
+
+    assert H.decisions_follow_q({"rl": doc("h", 40, 0)}, {"rl": "h"}).verdict == H.SUPPORTED
+    assert H.decisions_follow_q({"rl": doc("h", 5, 40)}, {"rl": "h"}).verdict == H.CONTRADICTED
+    assert H.decisions_follow_q({"rl": doc("h", 25, 15)}, {"rl": "h"}).verdict == H.CANNOT_TELL
+    assert H.decisions_follow_q({"rl": doc("h", 10, 0)}, {"rl": "h"}).verdict == H.CANNOT_TELL  # too few
+    stale = H.decisions_follow_q({"rl": doc("old", 40, 0)}, {"rl": "new"})
+    assert stale.verdict == H.CANNOT_TELL and "another version: rl" in stale.numbers
