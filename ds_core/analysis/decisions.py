@@ -24,13 +24,13 @@ apart. Intervals: a bootstrap over episodes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
+from ds_core.analysis.metrics import wilson_interval as wilson  # the project's Wilson interval
 from ds_core.errors import UserError
 
 VERSION = 1
@@ -63,17 +63,6 @@ class DecisionValueError(UserError, ValueError):
     pass
 
 
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval of k successes in n trials (exact 0 / 1 at the ends)."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (0.0 if k == 0 else max(0.0, mid - half)), (1.0 if k == n else min(1.0, mid + half))
-
-
 def _verdict_ids(ckpt) -> dict:
     from ds_core.episodes.tokenizer import decision_token_ids
 
@@ -99,7 +88,6 @@ def decision_values(
     """One row (COLUMNS) per decision of every episode: Q(STOP), Q(RESAMPLE) from `n` continuations
     with its Wilson interval, the model's p(STOP), the optimal verdict and the model's probability
     of it. `episodes` were sampled by `ckpt` with `cfg`; `streams` name them (default: their index)."""
-    from ds_core.models.locks import MODEL_LOCK
     from ds_core.models.rollout import rollout
     from ds_core.models.sampling import Prefix
     from ds_core.models.teacher_forcing import score
@@ -129,11 +117,10 @@ def decision_values(
 
     conts = []
     rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
-    if requests:
-        with MODEL_LOCK:
-            conts = rollout(
-                ckpt.model, ckpt.tokenizer, ckpt.format, requests, rcfg, seed=seed, streams=names, progress=tick
-            )
+    if requests:  # rollout takes the model lock per batch: other sessions are not held up for the whole run
+        conts = rollout(
+            ckpt.model, ckpt.tokenizer, ckpt.format, requests, rcfg, seed=seed, streams=names, progress=tick
+        )
     scores = score(ckpt, [ep.token_ids for ep in episodes]) if episodes else ()
     rows, c = [], 0
     for e, d, at_cap in points:
@@ -180,7 +167,6 @@ def continuations(ckpt, episode, attempt: int, cfg, *, n: int = DEFAULT_N, seed:
     """The `n` continuations behind Q(RESAMPLE) after attempt `attempt` (from 1) of `episode`: the same
     seeded streams and batching as decision_values (episode named `stream`), so they are exactly the
     episodes it counted. Empty at the retry cap (no continuation is rolled there)."""
-    from ds_core.models.locks import MODEL_LOCK
     from ds_core.models.rollout import rollout
     from ds_core.models.sampling import Prefix
 
@@ -193,8 +179,7 @@ def continuations(ckpt, episode, attempt: int, cfg, *, n: int = DEFAULT_N, seed:
     prefix = Prefix(episode.problem, tuple(episode.token_ids[: d.start]) + (ids["RESAMPLE"],), episode.prompt_len)
     rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
     names = [f"q:{stream}:{attempt}:{j}" for j in range(n)]
-    with MODEL_LOCK:
-        return rollout(ckpt.model, ckpt.tokenizer, ckpt.format, [prefix] * n, rcfg, seed=seed, streams=names)
+    return rollout(ckpt.model, ckpt.tokenizer, ckpt.format, [prefix] * n, rcfg, seed=seed, streams=names)
 
 
 def episode_regret(values: pd.DataFrame) -> pd.DataFrame:
@@ -249,7 +234,7 @@ def regret_run(
     """(decision values of every size, one regret_summary row per size) for `ckpt`'s evaluation runs
     (ds_core.analysis.evaluate: the same episodes the Calibration page shows), each size's values
     kept in `store` (a blob keyed by the run's digest, n and the version) and read back from it."""
-    from ds_core.analysis.evaluate import evaluate
+    from ds_core.analysis.evaluate import episodes_without_store, evaluate
     from ds_core.episodes.tasks import TaskSpec
     from ds_core.models.sampling import SamplingConfig
 
@@ -266,7 +251,9 @@ def regret_run(
             values = pd.DataFrame(hit["rows"], columns=list(COLUMNS))
         else:
             episodes = (
-                store.load_episodes(sr.key) if store is not None else _episodes_of(ckpt, spec, n_problems, cfg, seed)
+                store.load_episodes(sr.key)
+                if store is not None
+                else episodes_without_store(ckpt, spec, n_problems, cfg, seed)
             )
             values = decision_values(
                 ckpt,
@@ -283,19 +270,3 @@ def regret_run(
         all_values.append(values)
         rows.append(regret_summary(episode_regret(values), spec.name))
     return pd.concat(all_values, ignore_index=True) if all_values else pd.DataFrame(), pd.DataFrame(rows)
-
-
-def _episodes_of(ckpt, spec, n_problems, cfg, seed):
-    from ds_core.analysis.evaluate import problems_for
-    from ds_core.models.rollout import rollout
-
-    task, problems = problems_for(spec, n_problems, seed)
-    return rollout(
-        ckpt.model,
-        ckpt.tokenizer,
-        ckpt.format,
-        problems,
-        cfg,
-        seed=seed,
-        streams=[f"{task}:{i}" for i in range(len(problems))],
-    )

@@ -27,6 +27,20 @@ def problems_for(spec: TaskSpec, n: int, seed: int):
     return task, sample_problems(spec, n, seed=seed)
 
 
+def episodes_without_store(ckpt, spec: TaskSpec, n: int, cfg, seed: int):
+    """The episodes evaluate() samples for one size (the same problems and streams), without a store."""
+    task, problems = problems_for(spec, n, seed)
+    return rollout(
+        ckpt.model,
+        ckpt.tokenizer,
+        ckpt.format,
+        problems,
+        cfg,
+        seed=seed,
+        streams=[f"{task}:{i}" for i in range(len(problems))],
+    )
+
+
 @dataclass(frozen=True)
 class SizeResult:
     spec: str

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ds_core.analysis.metrics import wilson_interval as wilson
+
 SUPPORTED, CONTRADICTED, CANNOT_TELL = "supported", "contradicted", "cannot tell"
 OOD = ("3x5", "3x6", "3x7", "3x8", "3x9")
 IDENTITY_TOL = 1e-3  # Theorem 3.1's per-episode identity: relative difference of the two ratios
@@ -38,12 +40,6 @@ class Claim:
     def __post_init__(self):
         if self.verdict not in (SUPPORTED, CONTRADICTED, CANNOT_TELL):
             raise ValueError(f"unknown verdict {self.verdict!r}")
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    from ds_core.analysis.decisions import wilson as w
-
-    return w(int(k), int(n))
 
 
 def pooled(evals: Mapping[str, Mapping], condition: str, quantity: str, sizes=OOD) -> tuple[int, int]:
@@ -113,15 +109,11 @@ def _slope_text(slopes: Mapping[str, float]) -> str:
     return "; ".join(f"{k} {v:+.2f}" for k, v in slopes.items()) or "no sweep"
 
 
-def theorem_3_2(sweep_slopes: pd.DataFrame) -> Claim:
-    slopes = _slopes(sweep_slopes, "kl_k1")
+def _length_claim(key: str, claim: str, measurement: str, slopes: Mapping[str, float]) -> Claim:
     return Claim(
-        "theorem_3_2",
-        "Theorem 3.2: the KL penalty's sampling:decision ratio grows with the attempt length.",
-        "Length sweep on the shipped checkpoints (teacher-forced correct traces of growing size): the "
-        "log-log slope of KL k1's |G_S|/|G_D| against the number of sampling tokens. Size and length grow "
-        "together there, so the problem's difficulty for the model changes too; the toy's same-states "
-        "sweep (Gradient balance, Length sweep) holds the states fixed and is proportional to L by construction.",
+        key,
+        claim,
+        measurement,
         "slopes: " + _slope_text(slopes),
         _grows(slopes),
         f"supported if every checkpoint's slope > {SLOPE_GROWS:g}, contradicted if every slope < 0, else cannot tell",
@@ -129,17 +121,25 @@ def theorem_3_2(sweep_slopes: pd.DataFrame) -> Claim:
     )
 
 
+def theorem_3_2(sweep_slopes: pd.DataFrame) -> Claim:
+    return _length_claim(
+        "theorem_3_2",
+        "Theorem 3.2: the KL penalty's sampling:decision ratio grows with the attempt length.",
+        "Length sweep on the shipped checkpoints (teacher-forced correct traces of growing size): the "
+        "log-log slope of KL k1's |G_S|/|G_D| against the number of sampling tokens. Size and length grow "
+        "together there, so the problem's difficulty for the model changes too; the toy's same-states "
+        "sweep (Gradient balance, Length sweep) holds the states fixed and is proportional to L by construction.",
+        _slopes(sweep_slopes, "kl_k1"),
+    )
+
+
 def sft_length_weighting(sweep_slopes: pd.DataFrame) -> Claim:
-    slopes = _slopes(sweep_slopes, "sft_sum")
-    return Claim(
+    return _length_claim(
         "sft_length",
         "SFT sums its loss over every token, so the decision tokens' share falls as attempts grow (≈ 1/L).",
         "The same length sweep: the log-log slope of SFT token-sum's |G_S|/|G_D| (a share ≈ 1/L means "
         "a ratio ∝ L, a slope ≈ 1).",
-        "slopes: " + _slope_text(slopes),
-        _grows(slopes),
-        f"supported if every checkpoint's slope > {SLOPE_GROWS:g}, contradicted if every slope < 0, else cannot tell",
-        "Gradient balance",
+        _slopes(sweep_slopes, "sft_sum"),
     )
 
 

@@ -80,7 +80,9 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     from statsmodels.stats.proportion import proportion_confint  # 0.7 s to import: only when used
 
     lo, hi = proportion_confint(k, n, alpha=alpha, method="wilson")
-    return min(max(float(lo), 0.0), 1.0), min(max(float(hi), 0.0), 1.0)
+    lo = 0.0 if k == 0 else min(max(float(lo), 0.0), 1.0)  # exact at the ends (statsmodels gives 1e-17)
+    hi = 1.0 if k == n else min(max(float(hi), 0.0), 1.0)
+    return lo, hi
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ds_core.analysis.metrics import wilson_interval as _wilson
 from ds_core.errors import UserError
 
 VERSION = 1
@@ -138,15 +139,6 @@ def _boot_mean(values: np.ndarray, groups: np.ndarray, seed: int = 0) -> tuple[f
         means.append(v.mean())
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(lo), float(hi)
-
-
-def _wilson(k: int, n: int) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
-    return (0.0 if k == 0 else float(lo)), (1.0 if k == n else float(hi))  # exact at the ends (no 1e-17)
 
 
 def verdict_summary(rows: pd.DataFrame) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui.charts.axes import finite_values as _finite
 from ui.charts.axes import log_axis
 from ui.tokens import ROLE_COLOURS
 
@@ -38,20 +39,6 @@ def _empty(title: str, msg: str, height: int = 300) -> go.Figure:
     fig.add_annotation(text=msg, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=height)
     return fig
-
-
-def _finite(values, positive: bool = False) -> list:
-    """Floats with inf/nan (and, for log axes, values <= 0) replaced by None (a gap)."""
-    out = []
-    for v in values:
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            out.append(None)
-            continue
-        ok = math.isfinite(x) and (x > 0 or not positive)
-        out.append(x if ok else None)
-    return out
 
 
 def _fmt(v) -> str:

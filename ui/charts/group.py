@@ -7,12 +7,11 @@ gradient from its sampling and its decision tokens, for one objective, labelled 
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui.charts.axes import finite_values as _clean
 from ui.charts.axes import log_axis
 from ui.tokens import ROLE_COLOURS
 
@@ -22,18 +21,6 @@ def _empty(title: str, msg: str) -> go.Figure:
     fig.add_annotation(text=msg, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=300)
     return fig
-
-
-def _clean(values, positive=False) -> list:
-    out = []
-    for v in values:
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            out.append(None)
-            continue
-        out.append(x if math.isfinite(x) and (x > 0 or not positive) else None)
-    return out
 
 
 def group_ratio_figure(figures: pd.DataFrame) -> go.Figure:

@@ -154,23 +154,10 @@ def run_key_extra(fmt_key: dict | None = None, placement: dict | None = None) ->
 
 def _episodes_without_store(ckpt, sizes, n, cfg, seed):
     """{size: episodes} sampled without a store (the same problems and streams as evaluate)."""
-    from ds_core.analysis.evaluate import problems_for
+    from ds_core.analysis.evaluate import episodes_without_store
     from ds_core.episodes.tasks import TaskSpec
-    from ds_core.models.rollout import rollout
 
-    out = {}
-    for s in sizes:
-        task, problems = problems_for(TaskSpec.parse(s), n, seed)
-        out[s] = rollout(
-            ckpt.model,
-            ckpt.tokenizer,
-            ckpt.format,
-            problems,
-            cfg,
-            seed=seed,
-            streams=[f"{task}:{i}" for i in range(len(problems))],
-        )
-    return out
+    return {s: episodes_without_store(ckpt, TaskSpec.parse(s), n, cfg, seed) for s in sizes}
 
 
 def stored_dataset(
