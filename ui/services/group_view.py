@@ -50,6 +50,9 @@ class GroupView:
 
     @property
     def advantages(self) -> tuple[float, ...]:
+        """The episodes' GRPO advantages: those the attributions used, else computed from the rewards."""
+        for r in self.results.values():
+            return tuple(r.advantages)
         from ds_core.objectives.terms import group_advantages
 
         return tuple(group_advantages([[float(e.correct) for e in self.episodes]])[0].tolist())
@@ -116,6 +119,7 @@ def group_episodes_frame(view: GroupView, tokenizer=None) -> pd.DataFrame:
     """One row per episode (numbered from 1): outcome, advantage, and per objective its
     contributions to the group's gradient from its sampling and decision tokens."""
     rows = []
+    adv = view.advantages  # once: the property computes the group's advantages
     for i, ep in enumerate(view.episodes):
         row = {
             "episode": i + 1,
@@ -123,7 +127,7 @@ def group_episodes_frame(view: GroupView, tokenizer=None) -> pd.DataFrame:
             "verdicts": verdicts_text(ep, " "),
             "attempts": ep.n_attempts,
             "tokens": len(ep.token_ids) - ep.prompt_len,
-            "A": view.advantages[i],
+            "A": adv[i],
         }
         for o, r in view.results.items():
             c = r.contributions[i]
