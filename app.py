@@ -13,5 +13,6 @@ PAGES = [
     st.Page("pages/4_Calibration.py", title="Calibration", url_path="Calibration"),
     st.Page("pages/5_Gradient_balance.py", title="Gradient balance", url_path="Gradient_balance"),
     st.Page("pages/6_Hypothesis.py", title="Hypothesis", url_path="Hypothesis"),
+    st.Page("pages/7_Training_dynamics.py", title="Training dynamics", url_path="Training_dynamics"),
 ]
 st.navigation(PAGES).run()

@@ -20,6 +20,7 @@ import streamlit as st  # noqa: E402
 from ds_core.models.checkpoint import CheckpointError  # noqa: E402
 from ds_core.paper import LABELS  # noqa: E402
 from ds_core.store import StoreError  # noqa: E402
+from ds_core.training import lab_index  # noqa: E402
 from ui.charts.calibration import accuracy_figure, calibration_figure, predicted_observed_figure  # noqa: E402
 from ui.common import (  # noqa: E402
     add_user_checkpoint,
@@ -53,6 +54,7 @@ from ui.services.calibration_views import (
     table1_frame,
 )
 from ui.services.timings import seconds_text
+from ui.views.calibration_lab import lab_section
 
 SHIPPED = ("base", "sft", "sft_reflection", "rl")
 COMPUTED = "cal_computed"  # session_state: run digests sampled in this session
@@ -268,3 +270,6 @@ table(po, "calibration_predicted_vs_observed", key="cal_dl_fig3", column_config=
 
 with st.expander("All numbers (per checkpoint and size, %)"):
     table(percent_view(frame), "calibration_all", key="cal_dl_all")
+
+# --- the DS lab ----------------------------------------------------------------------------------
+lab_section(lab_index.LAB_DIR)

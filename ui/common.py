@@ -22,6 +22,8 @@ from ds_core.models.real_model import models_dir
 from ds_core.paths import SHIPPED_DIR
 from ds_core.store import ResultsStore, default_data_dir, jsonread
 from ds_core.store.csvio import to_csv
+from ds_core.training import lab_index
+from ds_core.training.lab_index import lab_runs
 from ui.services.explorer import MAX_ATTEMPTS as MAX_PAGE_ATTEMPTS  # the pages' cap on the retry cap
 
 log = logging.getLogger("ds_lens.app")
@@ -67,9 +69,13 @@ def get_checkpoint(path: str | Path) -> Checkpoint:
 
 # --- checkpoint choices ------------------------------------------------------------------------
 def checkpoint_choices() -> dict[str, str]:
-    """Label -> directory for the shipped checkpoints, the models built under $DS_LENS_DATA/models
-    (`make real-model`) and the ones the user added on Home."""
+    """Label -> directory for the shipped checkpoints, the DS lab's runs with weights (labelled
+    lab/<condition>, other seeds after seed 0 as "lab/<condition> · seed N"), the models built
+    under $DS_LENS_DATA/models (`make real-model`) and the ones the user added on Home."""
     out = {p.name: str(p) for p in find_checkpoints(SHIPPED_DIR)}
+    for run in lab_runs(lab_index.LAB_DIR):
+        if run.has_weights:
+            out.setdefault(run.label, str(run.path))
     for p in find_checkpoints(models_dir()):
         out.setdefault(p.name, str(p))
     for extra in user_checkpoints():

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ds_core.models.sampling import SamplingConfig
+from ds_core.paths import SHIPPED_DIR
 from ds_core.store.csvio import to_csv
 
 
@@ -122,7 +123,7 @@ def train_cmd(args) -> int:
             }
             bar.set_postfix(shown, refresh=False)
 
-        dest = run_stage(stage, Path(args.out), seed=args.seed, smoke=args.smoke, progress=progress)
+        dest = run_stage(stage, Path(args.out or SHIPPED_DIR), seed=args.seed, smoke=args.smoke, progress=progress)
         bar.close()
         print(f"{stage}: wrote {dest}")
     return 0
@@ -146,7 +147,7 @@ def report_cmd(args) -> int:
     if not results:
         raise ValueError(f"no condition checkpoints (base, sft, sft_reflection, rl) under {args.checkpoints}")
     text = report_markdown(results)
-    Path(args.out).expanduser().write_text(text)
+    Path(args.out or "RESULTS_TABLES.md").expanduser().write_text(text)
     print(text)
     return 0
 

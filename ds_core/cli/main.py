@@ -1,5 +1,6 @@
 """Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`,
 `python -m ds_core train base|sft|reflection|rl|all`, `python -m ds_core report`,
+`python -m ds_core train lab` (the DS lab: every condition x 3 seeds), `python -m ds_core report --lab`,
 `python -m ds_core attribute --checkpoint DIR --sizes 3x3,3x4 --n 20 --out results.csv`,
 `python -m ds_core balance precompute` (also spelt `python -m ds_core.balance precompute`),
 `python -m ds_core explore --checkpoint DIR --prompt '12*34'` (one episode),
@@ -109,18 +110,35 @@ def main(argv=None) -> int:
     q.add_argument("--json", default=None, help="also write them, with their provenance, to this JSON file")
     q.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
-    t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl)")
-    t.add_argument("stage", choices=["base", "sft", "reflection", "rl", "all"])
-    t.add_argument("--out", default=str(SHIPPED_DIR), help="where checkpoint directories go (default: checkpoints/)")
+    t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl) or the DS lab")
+    t.add_argument("stage", choices=["base", "sft", "reflection", "rl", "all", "lab"])
+    t.add_argument(
+        "--out", default=None, help="where checkpoint directories go (default: checkpoints/, lab: checkpoints/lab/)"
+    )
+    t.add_argument("--only", default=None, help="lab: comma-separated conditions (default: all of them)")
+    t.add_argument("--seeds", default="0,1,2", help="lab: comma-separated seeds (default 0,1,2)")
+    t.add_argument("--workers", type=int, default=2, help="lab: runs at once, one process and one thread each")
+    t.add_argument("--parents", default=None, help="lab: where parents not trained in this call are (default: --out)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--smoke", action="store_true", help="tiny budgets: seconds, for tests")
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
     r = sub.add_parser("report", help="evaluate the four conditions; write eval.json files and tables")
     r.add_argument("--checkpoints", default=str(SHIPPED_DIR))
-    r.add_argument("--out", default="RESULTS_TABLES.md", help="markdown tables (RESULTS.md holds the written analysis)")
+    r.add_argument(
+        "--out",
+        default=None,
+        help="markdown tables (default RESULTS_TABLES.md; RESULTS.md holds the written analysis). "
+        "--lab: the file whose lab section is rewritten (default RESULTS.md)",
+    )
     r.add_argument("--data-dir", default=None)
     r.add_argument("--quiet", action="store_true")
+    r.add_argument(
+        "--lab",
+        action="store_true",
+        help="the DS lab instead: every condition and seed under --checkpoints (default checkpoints/lab/), "
+        "tables and verdicts written into RESULTS.md",
+    )
     a = sub.add_parser("attribute", help="gradient attribution (sampling vs decision) over evaluation episodes")
     a.add_argument("--checkpoint", required=True, help="checkpoint directory")
     a.add_argument(
@@ -179,6 +197,7 @@ def main(argv=None) -> int:
     from ds_core.cli import commands
     from ds_core.cli.decisions import decisions_cmd
     from ds_core.cli.explore import explore_cmd
+    from ds_core.cli.lab import lab_report_cmd, lab_train_cmd
     from ds_core.cli.outputs import check_outputs
 
     # every checkpoint the command loads goes where --device/--dtype say (load_checkpoint reads
@@ -193,6 +212,10 @@ def main(argv=None) -> int:
         if getattr(args, "device", None) or getattr(args, "dtype", None):
             resolve_dtype(None, resolve_device(None))
         check_outputs(args.cmd, args)  # before any work (ds_core.cli.outputs)
+        if args.cmd == "train" and args.stage == "lab":
+            return lab_train_cmd(args)
+        if args.cmd == "report" and args.lab:
+            return lab_report_cmd(args)
         return {
             "eval": commands.eval_cmd,
             "decisions": decisions_cmd,

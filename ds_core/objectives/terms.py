@@ -96,6 +96,29 @@ def sft_mean_terms(logp: torch.Tensor, mask) -> torch.Tensor:
     return _apply(-logp, m) / m.sum(-1, keepdim=True).clamp(min=1)
 
 
+def balanced_weights(sampling_mask, decision_mask) -> torch.Tensor:
+    """Per-token weights [B, T] that give each sequence's decision tokens as much total weight as
+    its sampling tokens: w = 1 on every token, except w = n_S / n_D on the decision tokens of a
+    sequence with n_S sampling and n_D >= 1 decision tokens. SFT's token sum gives the few
+    decision tokens a share ~n_D / (n_S + n_D) of the loss; weighted, they carry half of the
+    sampling + decision weight whatever the attempts' length (the lab's `reflection_balanced`)."""
+    _check_2d("sampling_mask", sampling_mask)
+    _check_2d("decision_mask", decision_mask, sampling_mask)
+    s = sampling_mask.float()
+    d = decision_mask.float()
+    n_s, n_d = s.sum(-1, keepdim=True), d.sum(-1, keepdim=True)
+    scale = torch.where(n_d > 0, n_s / n_d.clamp(min=1), torch.ones_like(n_d))
+    return torch.where(d != 0, scale.expand_as(d), torch.ones_like(d))
+
+
+def weighted_token_mean(terms: torch.Tensor, mask, weights: torch.Tensor) -> torch.Tensor:
+    """sum(w * terms) / sum(w * mask): the token mean with per-token weights (w = 1: token_mean)."""
+    _check_2d("terms", terms)
+    _check_2d("weights", weights, terms)
+    m = _mask(mask, terms)
+    return (terms * weights).sum() / (weights * m).sum().clamp(min=1e-12)
+
+
 def dft_terms(logp: torch.Tensor, mask) -> torch.Tensor:
     """dft: Dynamic Fine-Tuning (Wu et al. 2025): -sg(p) * logp, so d term / d logp = -p."""
     _check_2d("logp", logp)
@@ -212,17 +235,27 @@ def grpo_loss(
     clip_eps: float = 0.2,
     kl_coef: float = 0.001,
     reduction: str = "token_mean",
+    surrogate_mask=None,
+    per_token: bool = False,
 ):
     """GRPO loss = reduce(surrogate + kl_coef * k3) and a stats dict of floats.
+
+    `surrogate_mask` ([B, T], optional): the tokens whose surrogate term counts (the lab's
+    `rl_sampling_only` passes the non-decision tokens: the decision tokens then get only the KL
+    term); the reduction's token count stays that of `mask`. `per_token=True` also returns the
+    per-token terms [B, T] the loss reduces (for the gradient split of ds_core.training.split):
+    (loss, stats, terms), loss = reduce_terms(terms, mask, reduction).
 
     stats: ratio_mean (mean r over masked tokens), clip_frac (fraction of masked tokens where the
     clipped branch is active, i.e. verl's pg_clipfrac), kl_k3 and kl_k1 (masked token means),
     surrogate (token mean of the surrogate terms), loss.
     """
     m, ratio, unclipped, clipped = _surrogate_parts(logp, old_logp, advantages, mask, clip_eps)
-    surr = _apply(torch.maximum(unclipped, clipped), m)
+    sm = m if surrogate_mask is None else m * _mask(surrogate_mask, logp)
+    surr = _apply(torch.maximum(unclipped, clipped), sm)
     k3 = kl_k3_terms(logp, ref_logp, m)
-    loss = reduce_terms(surr + kl_coef * k3, m, reduction)
+    terms = surr + kl_coef * k3
+    loss = reduce_terms(terms, m, reduction)
     n = m.sum().clamp(min=1)
     with torch.no_grad():
         stats = {
@@ -233,4 +266,4 @@ def grpo_loss(
             "surrogate": float(surr.sum() / n),
             "loss": float(loss),
         }
-    return loss, stats
+    return (loss, stats, terms) if per_token else (loss, stats)

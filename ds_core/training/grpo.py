@@ -8,6 +8,10 @@ Each step:
   5. for `epochs` passes over minibatches: loss = token mean of surrogate(r, A) + kl_coef * k3
      over every generated token — sampling and decision tokens alike (ds_core.objectives.grpo_loss,
      the same per-token terms the attribution engine differentiates).
+     `mask_decisions=True` (the lab's `rl_sampling_only`) drops the surrogate term on the decision
+     tokens (they keep the KL term).
+Every `split_every` steps the first minibatch's applied gradient is split into sampling /
+decision / other tokens (ds_core.training.split) and logged (the lab uses one minibatch a step).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ds_core.episodes.tasks import TRAIN_SIZES, sample_mixture
 from ds_core.models.rollout import rollout
 from ds_core.models.sampling import SamplingConfig
 from ds_core.objectives.terms import group_advantages, grpo_loss, token_logprobs
+from ds_core.training.split import ROLE_CODE, log_row, role_codes, split_backward
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class GRPOConfig:
     seed: int = 0
     time_budget_s: float | None = None
     eval_every: int = 0
+    mask_decisions: bool = False  # surrogate on sampling/other tokens only (KL on every token)
+    split_every: int = 0  # 0: no gradient split in the log
 
     def __post_init__(self):
         if self.group_size < 2:
@@ -109,6 +116,9 @@ def train_grpo(
         x, m = episode_batch(episodes, tokenizer.pad_token_id)
         old_logp, ref_logp = _logprobs(model, x), _logprobs(ref_model, x)
         # 5. policy update over minibatches
+        codes_all = role_codes([e.roles for e in episodes], x.shape[1])
+        split_step = bool(cfg.split_every) and (step % cfg.split_every == 0 or step == cfg.steps - 1)
+        split_row: dict = {}
         model.train()
         stats_sum: dict[str, float] = {}
         n_mb = 0
@@ -119,7 +129,8 @@ def train_grpo(
                 width = int(m[idx].nonzero()[:, 1].max()) + 1 if m[idx].any() else 1
                 xb, mb = x[idx, :width], m[idx, :width]
                 logp = token_logprobs(model, xb)
-                loss, stats = grpo_loss(
+                codes = codes_all[idx, :width]
+                loss, stats, terms = grpo_loss(
                     logp,
                     old_logp[idx, :width],
                     ref_logp[idx, :width],
@@ -127,9 +138,14 @@ def train_grpo(
                     mb,
                     clip_eps=cfg.clip_eps,
                     kl_coef=cfg.kl_coef,
+                    surrogate_mask=(codes != ROLE_CODE["decision"]) if cfg.mask_decisions else None,
+                    per_token=True,
                 )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if split_step and not split_row:
+                    split_row = log_row(split_backward(model, terms / mb.sum().clamp(min=1), codes))
+                else:
+                    loss.backward()
                 stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
                 opt.step()
                 for k, v in stats.items():
@@ -148,6 +164,7 @@ def train_grpo(
             "rollout_s": t_roll,
             "elapsed_s": time.perf_counter() - t0,
             **{k: v / max(n_mb, 1) for k, v in stats_sum.items()},
+            **split_row,
         }
         if evaluate and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
             row.update(evaluate(step))

@@ -4,6 +4,9 @@
   1..9-digit numbers, 3-digit first operands only up to 3x4; sizes with a <= 4-digit second
   operand 4x as likely. A short budget leaves it imperfect in distribution, and 3x5..3x9 are new
   compositions of known steps, so its accuracy falls with size.
+- `lab_base`: the DS lab's base (ds_core.training.lab): `base`'s sizes plus 3x5..3x9 at low weight
+  (LAB_OOD_WEIGHTS, growing with the length, against 4 for a <= 4-digit second operand: 3.4 % of
+  the traces together), so its out-of-distribution sampling is weak but alive, like the paper's base.
 - `sft`: SFT without reflection — one correct attempt then [STOP], on 3x3/3x4 only.
 - `reflection`: SFT with reflection — on 3x3/3x4, 0..2 wrong attempts, each followed by
   [RESAMPLE], then a correct attempt and [STOP]. Wrong attempts are injected corruptions
@@ -25,6 +28,8 @@ from ds_core.episodes.traces import wrong_attempt
 # but has never practised it)
 BASE_SIZES = tuple((a, b) for a in (1, 2) for b in range(1, 10)) + tuple((3, b) for b in range(1, 5))
 TRAIN_SIZES = ((3, 3), (3, 4))
+LAB_OOD_SIZES = tuple((3, b) for b in range(5, 10))
+LAB_OOD_WEIGHTS = (0.05, 0.2, 0.4, 0.6, 0.8)  # 3x5..3x9, against 4 for a <= 4-digit second operand
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,22 @@ def base_examples(n: int, seed: int, fmt: DSFormat | None = None) -> list[Exampl
     out = []
     for _ in range(n):
         p = _draw(BASE_SIZES, weights, rng)
+        out.append(Example(p, fmt.trace_text(p, [fmt.attempt_text(p)])))
+    return out
+
+
+def lab_base_examples(
+    n: int, seed: int, fmt: DSFormat | None = None, ood_weights: tuple[float, ...] = LAB_OOD_WEIGHTS
+) -> list[Example]:
+    if len(ood_weights) != len(LAB_OOD_SIZES) or min(ood_weights) < 0:
+        raise ValueError(f"ood_weights: one non-negative weight per size of {LAB_OOD_SIZES}")
+    fmt = fmt or DSFormat()
+    rng = random.Random(f"base:{seed}")
+    sizes = BASE_SIZES + LAB_OOD_SIZES
+    weights = [4.0 if b <= 4 else 1.0 for _, b in BASE_SIZES] + list(ood_weights)
+    out = []
+    for _ in range(n):
+        p = _draw(sizes, weights, rng)
         out.append(Example(p, fmt.trace_text(p, [fmt.attempt_text(p)])))
     return out
 
@@ -73,4 +94,4 @@ def reflection_examples(n: int, seed: int, fmt: DSFormat | None = None, wrong_we
     return out
 
 
-RECIPES = {"base": base_examples, "sft": sft_examples, "reflection": reflection_examples}
+RECIPES = {"base": base_examples, "lab_base": lab_base_examples, "sft": sft_examples, "reflection": reflection_examples}

@@ -2,6 +2,10 @@
 
 The loss is a per-token objective from ds_core.objectives (token-level NLL `sft_sum` by default,
 or `sft_mean` / `dft`) on the generated part of each trace (everything after the prompt).
+`weighting="balanced"` weights each trace's decision tokens so they carry as much total weight as
+its sampling tokens (ds_core.objectives.terms.balanced_weights; a weighted token mean). Every
+`split_every` steps the applied gradient is split into sampling / decision / other tokens
+(ds_core.training.split) and logged.
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ds_core.episodes.roles import SpecialTokenTagger
 from ds_core.objectives import get_objective
-from ds_core.objectives.terms import reduce_terms, token_logprobs
+from ds_core.objectives.terms import balanced_weights, reduce_terms, token_logprobs, weighted_token_mean
 from ds_core.training.recipes import Example
+from ds_core.training.split import log_row, role_codes, split_backward
+
+WEIGHTINGS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class SFTConfig:
     time_budget_s: float | None = None  # stop early when this much wall time has passed
     log_every: int = 50
     eval_every: int = 0  # 0: no periodic evaluation
+    weighting: str = "none"  # "balanced": decision tokens weighted to the sampling tokens' total
+    split_every: int = 0  # 0: no gradient split in the log
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -41,6 +51,10 @@ class SFTConfig:
             raise ValueError("lr must be positive and min_lr_frac in [0, 1]")
         if self.objective not in ("sft_mean", "sft_sum", "dft"):
             raise ValueError(f"objective must be sft_mean, sft_sum or dft, got {self.objective!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.weighting == "balanced" and self.objective == "sft_mean":
+            raise ValueError("balanced weighting is a weighted token mean: use it with sft_sum or dft")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +68,22 @@ def encode(tokenizer, fmt, examples: list[Example]) -> list[tuple[list[int], int
         pl = len(tokenizer(fmt.prompt_text(e.problem), add_special_tokens=False)["input_ids"])
         out.append((ids, pl))
     return out
+
+
+def batch_codes(batch: list[tuple[list[int], int]], width: int, tokenizer) -> torch.Tensor:
+    """[B, width] role codes of the traces (ds_core.training.split.role_codes)."""
+    tagger = SpecialTokenTagger()
+    return role_codes([tagger.tag(ids, pl, tokenizer).roles for ids, pl in batch], width)
+
+
+def batch_loss(terms, m, cfg: SFTConfig, codes=None):
+    """(loss, per-token contributions whose sum is the loss) for one batch's objective terms."""
+    if cfg.weighting == "balanced":
+        w = balanced_weights(codes == 1, codes == 2)
+        return weighted_token_mean(terms, m, w), terms * w / (w * m).sum().clamp(min=1e-12)
+    if cfg.objective == "sft_mean":  # each sequence's terms sum to its mean NLL: average over the batch
+        return terms.sum() / terms.shape[0], terms / terms.shape[0]
+    return reduce_terms(terms, m, "token_mean"), terms / m.sum().clamp(min=1)
 
 
 def make_batch(rows: list[tuple[list[int], int]], pad_id: int):
@@ -137,16 +167,16 @@ def train_sft(
         x, m = make_batch(batch, tokenizer.pad_token_id)
         logp = token_logprobs(model, x)
         terms = objective.terms(logp, m)
-        # sft_mean terms already sum to each sequence's mean NLL: average those over the batch;
-        # sft_sum and dft: the usual mean over all generated tokens in the batch
-        loss = terms.sum() / len(batch) if cfg.objective == "sft_mean" else reduce_terms(terms, m, "token_mean")
+        split = cfg.split_every and (step % cfg.split_every == 0 or step == cfg.steps - 1)
+        codes = batch_codes(batch, x.shape[1], tokenizer) if split or cfg.weighting != "none" else None
+        loss, contributions = batch_loss(terms, m, cfg, codes)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        fig = split_backward(model, contributions, codes) if split else loss.backward()
         gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
         opt.step()
         tokens += int(m.sum())
         last = step == cfg.steps - 1
-        if step % cfg.log_every == 0 or last or (cfg.eval_every and step % cfg.eval_every == 0):
+        if step % cfg.log_every == 0 or last or split or (cfg.eval_every and step % cfg.eval_every == 0):
             row = {
                 "step": step,
                 "loss": float(loss.detach()),
@@ -154,6 +184,7 @@ def train_sft(
                 "grad_norm": gnorm,
                 "tokens": tokens,
                 "elapsed_s": time.perf_counter() - t0,
+                **(log_row(fig) if split else {}),
             }
             if evaluate and cfg.eval_every and step % cfg.eval_every == 0 and step > 0:
                 model.eval()

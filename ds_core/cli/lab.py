@@ -1,0 +1,75 @@
+"""`python -m ds_core train lab` and `python -m ds_core report --lab` (ds_core.training.lab,
+ds_core.analysis.lab_report)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ds_core.paths import REPO_ROOT, SHIPPED_DIR
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 0 for v in vals):
+        raise ValueError(f"{what} must be non-negative integers, got {text!r}")
+    return vals
+
+
+def lab_train_cmd(args) -> int:
+    from ds_core.training.lab import LAB_DIR, run_lab
+
+    only = [c.strip() for c in args.only.split(",") if c.strip()] if args.only else None
+    seeds = _ints(args.seeds, "--seeds")
+    if not 1 <= args.workers <= 64:
+        raise ValueError(f"--workers must be in 1..64, got {args.workers}")
+    out = Path(args.out) if args.out else LAB_DIR
+
+    def progress(summary: dict) -> None:
+        if not args.quiet:
+            print(
+                f"{summary['condition']} seed {summary['seed']}: {summary['dir']} ({summary['wall_s']:.0f} s)",
+                flush=True,
+            )
+
+    run_lab(
+        out,
+        conditions=only,
+        seeds=seeds,
+        workers=args.workers,
+        smoke=args.smoke,
+        parents=Path(args.parents) if args.parents else None,
+        progress=progress,
+    )
+    return 0
+
+
+def lab_report_cmd(args) -> int:
+    from tqdm import tqdm
+
+    from ds_core.analysis.lab_report import collect, dump, lab_markdown, write_section
+    from ds_core.store import ResultsStore
+    from ds_core.training.lab import LAB_DIR
+
+    root = Path(args.checkpoints) if args.checkpoints != str(SHIPPED_DIR) else LAB_DIR
+    out = Path(args.out) if args.out else REPO_ROOT / "RESULTS.md"
+    bar = tqdm(total=0, desc="episodes", unit="ep", disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int):
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    res = collect(root, store=ResultsStore(args.data_dir), progress=progress)
+    bar.close()
+    if not res.runs:
+        raise ValueError(f"no lab runs (<condition>/seed<N>/eval.json) under {root}; run python -m ds_core train lab")
+    text = lab_markdown(res)
+    write_section(out, text)
+    dump(res, root / "lab_report.json")
+    print(text)
+    print(f"wrote the lab section of {out} and {root / 'lab_report.json'}")
+    return 0
