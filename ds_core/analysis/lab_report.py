@@ -78,9 +78,14 @@ def _counts_of(doc: dict) -> dict:
     return {size: dict(v["counts"]) for size, v in doc["sizes"].items()}
 
 
-def collect(root: Path, store=None, evaluate_missing: bool = True, progress=None) -> LabResults:
-    """Every <root>/<condition>/seed<s>/ with an eval.json (and the store's evaluation where the
-    weights are present and `evaluate_missing`)."""
+VERIFY = ("all", "seed0", "none")
+
+
+def collect(root: Path, store=None, verify: str = "all", progress=None) -> LabResults:
+    """Every <root>/<condition>/seed<s>/ with an eval.json. `verify`: which runs with weights are
+    evaluated again through the store and compared with their eval.json ("all", "seed0", "none")."""
+    if verify not in VERIFY:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY)}, got {verify!r}")
     res = LabResults()
     for run in lab_runs(root):
         d, cond, seed = run.path, run.condition, run.seed
@@ -88,9 +93,9 @@ def collect(root: Path, store=None, evaluate_missing: bool = True, progress=None
         if not ev.is_file():
             continue
         committed = _counts_of(jsonread.read(ev, expect=dict))
-        source = "eval.json (weights not here)"
+        source = "eval.json (weights not here)" if not run.has_weights else "eval.json"
         counts = committed
-        if evaluate_missing and run.has_weights:
+        if run.has_weights and (verify == "all" or (verify == "seed0" and seed == 0)):
             counts = _recompute(d, store, progress)
             source = "recomputed: equal to eval.json" if counts == committed else "recomputed: DIFFERS from eval.json"
         log_path = d / "train_log.json"

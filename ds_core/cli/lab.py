@@ -9,7 +9,7 @@ from pathlib import Path
 from ds_core.paths import REPO_ROOT, SHIPPED_DIR
 
 
-def _ints(text: str, what: str) -> tuple[int, ...]:
+def int_list(text: str, what: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(x) for x in str(text).split(",") if x.strip())
     except ValueError:
@@ -23,7 +23,7 @@ def lab_train_cmd(args) -> int:
     from ds_core.training.lab import LAB_DIR, run_lab
 
     only = [c.strip() for c in args.only.split(",") if c.strip()] if args.only else None
-    seeds = _ints(args.seeds, "--seeds")
+    seeds = int_list(args.seeds, "--seeds")
     if not 1 <= args.workers <= 64:
         raise ValueError(f"--workers must be in 1..64, got {args.workers}")
     out = Path(args.out) if args.out else LAB_DIR
@@ -63,7 +63,7 @@ def lab_report_cmd(args) -> int:
             bar.reset(total=total)
         bar.update(done - bar.n)
 
-    res = collect(root, store=ResultsStore(args.data_dir), progress=progress)
+    res = collect(root, store=ResultsStore(args.data_dir), verify=args.verify, progress=progress)
     bar.close()
     if not res.runs:
         raise ValueError(f"no lab runs (<condition>/seed<N>/eval.json) under {root}; run python -m ds_core train lab")

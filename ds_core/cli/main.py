@@ -139,6 +139,13 @@ def main(argv=None) -> int:
         help="the DS lab instead: every condition and seed under --checkpoints (default checkpoints/lab/), "
         "tables and verdicts written into RESULTS.md",
     )
+    r.add_argument(
+        "--verify",
+        choices=["all", "seed0", "none"],
+        default="all",
+        help="--lab: which runs with weights are evaluated again (through the store) and compared with "
+        "their eval.json (default all)",
+    )
     a = sub.add_parser("attribute", help="gradient attribution (sampling vs decision) over evaluation episodes")
     a.add_argument("--checkpoint", required=True, help="checkpoint directory")
     a.add_argument(

@@ -18,7 +18,7 @@ FIGURE_LABELS = {"accuracy": "accuracy", "p_s": "p_s", "p_dC": "p_d|C", "p_dW": 
 
 def lab_frame(root: str | Path = LAB_DIR) -> pd.DataFrame:
     """One row per (condition, seed, size, figure): value (nan where undefined), k, n."""
-    res = collect(Path(root), evaluate_missing=False)
+    res = collect(Path(root), verify="none")
     rows = []
     for cond in res.runs:
         for run in res.seeds(cond):
