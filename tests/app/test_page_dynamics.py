@@ -62,3 +62,40 @@ def test_a_broken_log_is_named_not_a_traceback(monkeypatch, data_dir, smoke_lab,
     at = _run(monkeypatch, root)
     assert not at.exception
     assert any("sft/seed1" in w.value for w in at.warning)
+
+
+def test_pickers_list_lab_runs_with_weights_seed_zero_first(monkeypatch, data_dir, smoke_lab, tmp_path):
+    from ui.common import checkpoint_choices
+
+    root = tmp_path / "lab"
+    shutil.copytree(smoke_lab, root)
+    (root / "rl" / "seed1" / "model.safetensors").unlink()  # as in a fresh clone: no weights for seed 1
+    monkeypatch.setattr(lab_index, "LAB_DIR", root)
+    labels = [k for k in checkpoint_choices() if k.startswith("lab/")]
+    assert labels[:2] == ["lab/base", "lab/sft"] and "lab/sft · seed 1" in labels
+    assert "lab/rl" in labels and "lab/rl · seed 1" not in labels
+    assert checkpoint_choices()["lab/rl"] == str(root / "rl" / "seed0")
+
+
+def test_calibration_lab_section_aggregates_seeds(monkeypatch, data_dir, smoke_lab):
+    from ui.services.calibration_lab import aggregate, lab_frame
+
+    frame = lab_frame(smoke_lab)
+    agg = aggregate(frame)
+    one = frame[(frame.condition == "sft") & (frame["size"] == "3x3") & (frame.figure == "accuracy")]
+    row = agg[(agg.condition == "sft") & (agg["size"] == "3x3") & (agg.figure == "accuracy")].iloc[0]
+    assert row["seeds"] == len(one) == 2
+    assert row["mean"] == pytest.approx(one.value.mean()) and row["highest seed"] == one.value.max()
+
+
+def test_calibration_page_has_the_lab_section(monkeypatch, data_dir, smoke_lab):
+    monkeypatch.setattr(lab_index, "LAB_DIR", Path(smoke_lab))
+    page = str(Path(__file__).resolve().parents[2] / "pages" / "4_Calibration.py")
+    at = AppTest.from_file(page, default_timeout=180).run()
+    assert not at.exception
+    assert any(s.value.startswith("DS lab") for s in at.subheader)
+    at.multiselect(key="lab_conds").set_value(["sft", "rl"]).run()
+    at.radio(key="lab_seeds").set_value("one by one").run()
+    assert not at.exception
+    t = at.dataframe[-1].value
+    assert set(t["condition"]) == {"sft", "rl"} and set(t["seed"]) == {0, 1}
