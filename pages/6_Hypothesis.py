@@ -4,9 +4,13 @@ shipped checkpoints and a verdict computed from them by the rule the row states
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from ds_core.analysis.hypothesis import CANNOT_TELL, CONTRADICTED, SUPPORTED, claims_frame, shipped_claims
+from ds_core.analysis.lab_report import collect, verdicts
+from ds_core.training import lab_index
 from ui.common import table, user_errors
 
 PAGES = {  # the url paths app.py gives the pages
@@ -20,6 +24,12 @@ BADGE = {SUPPORTED: ":green[supported]", CONTRADICTED: ":red[contradicted]", CAN
 @st.cache_data(show_spinner=False)
 def rows():
     return shipped_claims()
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def lab_verdicts(root: str):
+    res = collect(Path(root), verify="none")
+    return verdicts(res) if res.runs else []
 
 
 st.set_page_config(page_title="Hypothesis · DS-Lens", layout="wide")
@@ -43,3 +53,22 @@ if claims:
             if c.page in PAGES:
                 st.markdown(f"[The evidence: {c.page} →](/{PAGES[c.page]})")
     table(claims_frame(claims), "hypothesis verdicts", key="hyp_dl")
+
+st.subheader("The same predictions in the DS lab (every condition, 3 seeds)")
+st.markdown(
+    "The lab (`python -m ds_core train lab`) trains each condition from one base with three seeds, "
+    "ablations included; these verdicts compare the seeds' committed test-set numbers by the rule each "
+    "row states (ds_core.analysis.lab_report, the same table `python -m ds_core report --lab` writes "
+    "into RESULTS.md). [Their training curves →](/Training_dynamics) · [their calibration →](/Calibration)"
+)
+lab_rows = None
+with user_errors("Cannot read the lab's evaluations"):
+    lab_rows = lab_verdicts(str(lab_index.LAB_DIR))
+if lab_rows is not None and not lab_rows:
+    st.info("No lab runs yet: `python -m ds_core train lab` trains them.")
+elif lab_rows:
+    for v in lab_rows:
+        with st.container(border=True):
+            st.markdown(f"**{v.claim}** — {BADGE[v.verdict]}")
+            st.markdown(f"*Measured:* {v.measurement} · *numbers:* {v.numbers}")
+            st.caption(f"Rule: {v.rule}.")

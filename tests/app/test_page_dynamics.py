@@ -99,3 +99,15 @@ def test_calibration_page_has_the_lab_section(monkeypatch, data_dir, smoke_lab):
     assert not at.exception
     t = at.dataframe[-1].value
     assert set(t["condition"]) == {"sft", "rl"} and set(t["seed"]) == {0, 1}
+
+
+def test_hypothesis_page_adds_the_lab_verdicts(monkeypatch, data_dir, smoke_lab):
+    from ds_core.analysis.lab_report import collect, verdicts
+
+    monkeypatch.setattr(lab_index, "LAB_DIR", Path(smoke_lab))
+    page = str(Path(__file__).resolve().parents[2] / "pages" / "6_Hypothesis.py")
+    at = AppTest.from_file(page, default_timeout=180).run()
+    assert not at.exception and not at.error
+    text = " ".join(m.value for m in at.markdown)
+    for v in verdicts(collect(smoke_lab, verify="none")):
+        assert v.claim in text and v.numbers in text

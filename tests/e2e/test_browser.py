@@ -188,6 +188,14 @@ def test_app_end_to_end(tmp_path):
         no_exceptions(page)
         shot(page, "hypothesis")
 
+        # Training dynamics: the DS lab's logged calibration and gradient split over steps
+        timer.measure(
+            "training dynamics first render", lambda: goto(page, url + "/Training_dynamics", "Training dynamics")
+        )
+        page.get_by_text("RL stages (GRPO)").first.wait_for(timeout=30_000)
+        no_exceptions(page)
+        shot(page, "training_dynamics", anchor="RL stages (GRPO)")
+
         # Home: a folder that is not a loadable checkpoint is refused with the loader's reason
         broken = tmp_path / "broken_ckpt"
         broken.mkdir()
