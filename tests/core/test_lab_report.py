@@ -71,6 +71,11 @@ def test_verdicts_change_with_the_numbers():
     got2 = {v.claim: v.verdict for v in verdicts(_res(flipped, flipped_logs))}
     changed = [c for c in got if got[c] != got2[c]]
     assert len(changed) == 4 and all(got2[c] == "contradicted" for c in changed)
+    # Theorem 3.2's second half is only read when the KL measurably restrains p_s
+    no_effect = dict(base, rl_strong_kl=base["rl_no_kl"])
+    got3 = {v.claim: v.verdict for v in verdicts(_res(no_effect, logs))}
+    half = [c for c in got3 if "other half" in c][0]
+    assert got3[half] == "cannot tell" and got[half] == "supported"
     md = lab_markdown(_res(base, logs))
     assert "| rl | 3 |" in md and "**supported**" in md and "Rules:" in md
 
