@@ -69,13 +69,10 @@ def get_checkpoint(path: str | Path) -> Checkpoint:
 
 # --- checkpoint choices ------------------------------------------------------------------------
 def checkpoint_choices() -> dict[str, str]:
-    """Label -> directory for the shipped checkpoints, the DS lab's runs with weights (labelled
-    lab/<condition>, other seeds after seed 0 as "lab/<condition> · seed N"), the models built
-    under $DS_LENS_DATA/models (`make real-model`) and the ones the user added on Home."""
+    """Label -> directory for the shipped checkpoints, the models built under $DS_LENS_DATA/models
+    (`make real-model`), the ones the user added on Home, then the DS lab's runs with weights
+    (labelled lab/<condition>, other seeds after seed 0 as "lab/<condition> · seed N")."""
     out = {p.name: str(p) for p in find_checkpoints(SHIPPED_DIR)}
-    for run in lab_runs(lab_index.LAB_DIR):
-        if run.has_weights:
-            out.setdefault(run.label, str(run.path))
     for p in find_checkpoints(models_dir()):
         out.setdefault(p.name, str(p))
     for extra in user_checkpoints():
@@ -83,6 +80,9 @@ def checkpoint_choices() -> dict[str, str]:
         while label in out and out[label] != extra:
             label = f"{label}'"
         out[label] = extra
+    for run in lab_runs(lab_index.LAB_DIR):  # last: ten conditions must not push the others out of view
+        if run.has_weights:
+            out.setdefault(run.label, str(run.path))
     return out
 
 

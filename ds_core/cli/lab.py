@@ -20,7 +20,7 @@ def int_list(text: str, what: str) -> tuple[int, ...]:
 
 
 def lab_train_cmd(args) -> int:
-    from ds_core.training.lab import LAB_DIR, run_lab
+    from ds_core.training.lab import LAB_DIR, LabRunError, run_lab
 
     only = [c.strip() for c in args.only.split(",") if c.strip()] if args.only else None
     seeds = int_list(args.seeds, "--seeds")
@@ -35,15 +35,19 @@ def lab_train_cmd(args) -> int:
                 flush=True,
             )
 
-    run_lab(
-        out,
-        conditions=only,
-        seeds=seeds,
-        workers=args.workers,
-        smoke=args.smoke,
-        parents=Path(args.parents) if args.parents else None,
-        progress=progress,
-    )
+    try:
+        run_lab(
+            out,
+            conditions=only,
+            seeds=seeds,
+            workers=args.workers,
+            smoke=args.smoke,
+            parents=Path(args.parents) if args.parents else None,
+            progress=progress,
+        )
+    except LabRunError as e:  # the finished runs are kept; rerun with --only for the rest
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -26,18 +26,20 @@ every seed's card, log and eval.json (.gitignore).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 from ds_core.training.grpo import GRPOConfig
 from ds_core.training.lab_index import LAB_DIR, SEEDS
 from ds_core.training.sft import SFTConfig
 
-__all__ = ["CONDITIONS", "LAB_DIR", "SEEDS", "Condition", "jobs", "run_job", "run_lab"]
+__all__ = ["CONDITIONS", "LAB_DIR", "SEEDS", "Condition", "LabRunError", "jobs", "run_job", "run_lab"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,26 @@ def run_job(
     return {"condition": condition, "seed": seed, "dir": str(dest), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
+class LabRunError(RuntimeError):
+    """A lab run's process failed; the message carries the end of its own error output."""
+
+
+def job_process(condition: str, seed: int, out: Path, parents: Path, smoke: bool, evaluate_n: int) -> dict:
+    """run_job in its own Python process (`python -m ds_core.training.lab_stage ARGS`): a fresh
+    interpreter per run, one torch thread, whatever the calling process is. Raises LabRunError
+    with the run's own error when it fails."""
+    args = {"condition": condition, "seed": seed, "out": str(out), "parents": str(parents), "smoke": smoke}
+    args["evaluate_n"] = evaluate_n
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ds_core.training.lab_stage", json.dumps(args)], capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        raise LabRunError(f"lab run {condition} seed {seed} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_lab(
     out: Path = LAB_DIR,
     conditions=None,
@@ -213,7 +235,7 @@ def run_lab(
     evaluate_n: int = 100,
     progress: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Every (condition, seed) job, `workers` at a time (separate processes, one torch thread each),
+    """Every (condition, seed) job, `workers` at a time (one Python process each, one torch thread),
     each started once its parent run is done. A job whose parent is not part of this call must
     already exist under `parents` (default `out`)."""
     todo = jobs(conditions, seeds)
@@ -234,14 +256,14 @@ def run_lab(
     done: set = set()
     results = []
     pending = list(todo)
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn")) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         running = {}
         while pending or running:
             ready = [j for j in pending if dep(j) is None or dep(j) in done or dep(j) not in names]
             for job in ready[: max(0, workers - len(running))]:
                 pending.remove(job)
                 par = out if dep(job) in names else parents
-                running[pool.submit(run_job, job[0], job[1], out, par, smoke, evaluate_n)] = job
+                running[pool.submit(job_process, job[0], job[1], out, par, smoke, evaluate_n)] = job
             if not running:
                 raise RuntimeError(f"lab jobs cannot start (their parents failed): {pending}")
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)

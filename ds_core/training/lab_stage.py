@@ -107,3 +107,22 @@ def train_condition(c, seed: int, dest: Path, parent: Path | None, smoke: bool =
     doc["checkpoint"] = f"{c.name}/seed{seed}"
     (dest / "eval.json").write_text(json.dumps(doc, indent=1) + "\n")
     return dest
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ds_core.training.lab_stage '{"condition": ..., "seed": ..., "out": ..., ...}'`: one
+    lab run (ds_core.training.lab.job_process starts it); prints its summary as a JSON line."""
+    from ds_core.training.lab import run_job
+
+    a = json.loads(argv[0])
+    summary = run_job(
+        a["condition"], int(a["seed"]), Path(a["out"]), Path(a["parents"]), bool(a["smoke"]), int(a["evaluate_n"])
+    )
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

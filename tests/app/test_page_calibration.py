@@ -38,8 +38,8 @@ def test_renders_shipped_numbers_on_an_empty_store(data_dir):
     assert {"base", "sft", "sft_reflection", "rl", "paper: RL", "paper: Base"} <= set(t1.index)
     assert t1.at["base", "3x3"] == "93 (88–98)" and t1.at["rl", "source"] == "eval.json"
     assert t1.at["paper: RL", "3x9"] == "34"
-    assert len(at.get("plotly_chart")) == 3
-    assert len(at.get("download_button")) == 4  # every table has its CSV
+    assert len(at.get("plotly_chart")) == 4  # Table 1, Figures 2 and 3, the DS lab section
+    assert len(at.get("download_button")) == 5  # every table has its CSV (the lab section's too)
     assert not [b for b in at.button if b.label == "Compute missing runs"]  # nothing missing
     assert any("28 from eval.json" in c.value for c in at.caption)
     assert not at.error

@@ -52,6 +52,7 @@ def dynamics_figure(
             go.Scatter(
                 x=list(b.step) + list(b.step)[::-1],
                 y=finite_values(list(b["max"]) + list(b["min"])[::-1], positive=log),
+                mode="lines",
                 fill="toself",
                 fillcolor=_rgba(c, 0.18),
                 line={"width": 0},
