@@ -32,6 +32,17 @@ def lab_verdicts(root: str):
     return verdicts(res) if res.runs else []
 
 
+def claim_card(c, evidence=None) -> None:
+    """One claim (a hypothesis Claim or a lab Verdict): verdict badge, measurement, numbers, rule."""
+    with st.container(border=True):
+        st.markdown(f"**{c.claim}** — {BADGE[c.verdict]}")
+        st.markdown(f"*Measured:* {c.measurement}")
+        st.markdown(f"*Numbers:* {c.numbers}")
+        st.caption(f"Rule: {c.rule}.")
+        if evidence:
+            st.markdown(f"[The evidence: {evidence[0]} →](/{evidence[1]})")
+
+
 st.set_page_config(page_title="Hypothesis · DS-Lens", layout="wide")
 st.title("Hypothesis")
 st.markdown(
@@ -45,13 +56,7 @@ with user_errors("Cannot read the shipped evidence"):
         claims = rows()
 if claims:
     for c in claims:
-        with st.container(border=True):
-            st.markdown(f"**{c.claim}** — {BADGE[c.verdict]}")
-            st.markdown(f"*Measured:* {c.measurement}")
-            st.markdown(f"*Numbers:* {c.numbers}")
-            st.caption(f"Rule: {c.rule}.")
-            if c.page in PAGES:
-                st.markdown(f"[The evidence: {c.page} →](/{PAGES[c.page]})")
+        claim_card(c, PAGES.get(c.page) and (c.page, PAGES[c.page]))
     table(claims_frame(claims), "hypothesis verdicts", key="hyp_dl")
 
 st.subheader("The same predictions in the DS lab (every condition, 3 seeds)")
@@ -68,7 +73,4 @@ if lab_rows is not None and not lab_rows:
     st.info("No lab runs yet: `python -m ds_core train lab` trains them.")
 elif lab_rows:
     for v in lab_rows:
-        with st.container(border=True):
-            st.markdown(f"**{v.claim}** — {BADGE[v.verdict]}")
-            st.markdown(f"*Measured:* {v.measurement} · *numbers:* {v.numbers}")
-            st.caption(f"Rule: {v.rule}.")
+        claim_card(v)

@@ -122,8 +122,12 @@ def compare(res: LabResults, x: str, y: str, figure: str, sizes) -> tuple[str, s
     b = [v for v in res.values(y, figure, sizes) if not math.isnan(v)]
     if not a or not b:
         return "cannot tell", f"{x} or {y} has no {figure} here"
-    verdict = "supported" if min(a) > max(b) else "contradicted" if max(a) < min(b) else "cannot tell"
-    return verdict, f"{x} {_seeds(a)} vs {y} {_seeds(b)}"
+    return above(a, b), f"{x} {_seeds(a)} vs {y} {_seeds(b)}"
+
+
+def above(a, b) -> str:
+    """The module's rule for "a above b" on per-seed values."""
+    return "supported" if min(a) > max(b) else "contradicted" if max(a) < min(b) else "cannot tell"
 
 
 def _seeds(vals) -> str:
@@ -214,7 +218,7 @@ def verdicts(res: LabResults) -> list[Verdict]:
     b = [_split_median(r) for r in res.seeds("sft_reflection")]
     a, b = [x for x in a if math.isfinite(x)], [x for x in b if math.isfinite(x)]
     if a and b:
-        v = "supported" if max(a) < min(b) else "contradicted" if min(a) > max(b) else "cannot tell"
+        v = above(b, a)  # predicted: rl below sft_reflection
         nums = (
             "rl [" + ", ".join(f"{x:.3g}" for x in a) + "] vs sft_reflection [" + ", ".join(f"{x:.3g}" for x in b) + "]"
         )

@@ -38,6 +38,7 @@ from pathlib import Path
 from ds_core.training.grpo import GRPOConfig
 from ds_core.training.lab_index import LAB_DIR, SEEDS
 from ds_core.training.sft import SFTConfig
+from ds_core.training.stages import smoke_grpo, smoke_sft
 
 __all__ = ["CONDITIONS", "LAB_DIR", "SEEDS", "Condition", "LabRunError", "jobs", "run_job", "run_lab"]
 
@@ -159,26 +160,10 @@ def jobs(conditions=None, seeds=SEEDS) -> list[tuple[str, int]]:
 
 
 def smoke_condition(c: Condition) -> Condition:
-    """Seconds-long budgets (tests; CI never trains the real thing)."""
+    """Seconds-long budgets (ds_core.training.stages' smoke settings), the split logged at every logged step."""
     if c.sft is not None:
-        return replace(
-            c,
-            n_examples=64,
-            sft=replace(c.sft, steps=3, batch_size=4, warmup=1, eval_every=2, split_every=2, log_every=1),
-        )
-    return replace(
-        c,
-        grpo=replace(
-            c.grpo,
-            steps=2,
-            prompts_per_step=2,
-            group_size=2,
-            minibatch=4,
-            eval_every=1,
-            split_every=1,
-            max_new_tokens=24,
-        ),
-    )
+        return replace(c, n_examples=64, sft=replace(smoke_sft(c.sft), split_every=2))
+    return replace(c, grpo=replace(smoke_grpo(c.grpo), split_every=1))
 
 
 def run_job(

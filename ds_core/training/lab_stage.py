@@ -12,17 +12,16 @@ from ds_core.analysis.evaluate import evaluate
 from ds_core.analysis.metrics import calibration
 from ds_core.episodes.formats import DSFormat
 from ds_core.episodes.tasks import OOD_SIZES, TRAIN_SIZES, parse_sizes, sample_mixture
-from ds_core.episodes.tokenizer import build_tokenizer
 from ds_core.models.checkpoint import Card, load_checkpoint, save_checkpoint
 from ds_core.models.locks import isolated
-from ds_core.models.model import init_model, n_params
+from ds_core.models.model import n_params
 from ds_core.models.rollout import rollout
 from ds_core.models.sampling import SamplingConfig
 from ds_core.store.jsonio import to_jsonable
 from ds_core.training.grpo import train_grpo
 from ds_core.training.recipes import RECIPES
 from ds_core.training.sft import train_sft
-from ds_core.training.stages import MODEL, SMOKE_MAX_NEW_TOKENS, SMOKE_MODEL, model_spec, write_log
+from ds_core.training.stages import SMOKE_MAX_NEW_TOKENS, fresh_model, model_spec, write_log
 
 HELDOUT_SEED = 12345
 HELDOUT_N = {"id": 48, "ood": 40}  # problems drawn from 3x3/3x4 and from 3x5..3x9
@@ -62,11 +61,7 @@ def train_condition(c, seed: int, dest: Path, parent: Path | None, smoke: bool =
     fmt = DSFormat()
     t0 = time.perf_counter()
     if parent is None:
-        tokenizer = build_tokenizer()
-        spec = SMOKE_MODEL if smoke else MODEL
-        model = init_model(
-            tokenizer, spec["arch"], seed=seed, hidden=spec["hidden"], layers=spec["layers"], heads=spec["heads"]
-        )
+        model, tokenizer = fresh_model(seed, smoke)
         parent_hash = None
     else:
         ck = load_checkpoint(parent)

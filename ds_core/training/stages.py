@@ -75,27 +75,40 @@ PLANS = {
 }
 
 
+def smoke_sft(cfg: SFTConfig) -> SFTConfig:
+    """An SFT config cut to seconds (tests; CI never trains the real thing)."""
+    return replace(cfg, steps=3, batch_size=4, warmup=1, time_budget_s=None, eval_every=2, log_every=1)
+
+
+def smoke_grpo(cfg: GRPOConfig) -> GRPOConfig:
+    """A GRPO config cut to seconds."""
+    return replace(
+        cfg,
+        steps=2,
+        prompts_per_step=2,
+        group_size=2,
+        minibatch=4,
+        time_budget_s=None,
+        eval_every=1,
+        max_new_tokens=SMOKE_MAX_NEW_TOKENS,
+    )
+
+
 def smoke_plan(stage: str) -> StagePlan:
     p = PLANS[stage]
     if p.sft:
-        return replace(
-            p,
-            n_examples=64,
-            sft=replace(p.sft, steps=3, batch_size=4, warmup=1, time_budget_s=None, eval_every=2, log_every=1),
-        )
-    return replace(
-        p,
-        grpo=replace(
-            p.grpo,
-            steps=2,
-            prompts_per_step=2,
-            group_size=2,
-            minibatch=4,
-            time_budget_s=None,
-            eval_every=1,
-            max_new_tokens=SMOKE_MAX_NEW_TOKENS,
-        ),
+        return replace(p, n_examples=64, sft=smoke_sft(p.sft))
+    return replace(p, grpo=smoke_grpo(p.grpo))
+
+
+def fresh_model(seed: int, smoke: bool = False):
+    """(model, tokenizer) of a base stage: DS-Lens' tokenizer and a random init of MODEL (SMOKE_MODEL)."""
+    tokenizer = build_tokenizer()
+    spec = SMOKE_MODEL if smoke else MODEL
+    model = init_model(
+        tokenizer, spec["arch"], seed=seed, hidden=spec["hidden"], layers=spec["layers"], heads=spec["heads"]
     )
+    return model, tokenizer
 
 
 def heldout_eval(
@@ -152,11 +165,7 @@ def run_stage(
     fmt = DSFormat()
     t0 = time.perf_counter()
     if stage == "base":
-        tokenizer = build_tokenizer()
-        spec = SMOKE_MODEL if smoke else MODEL
-        model = init_model(
-            tokenizer, spec["arch"], seed=seed, hidden=spec["hidden"], layers=spec["layers"], heads=spec["heads"]
-        )
+        model, tokenizer = fresh_model(seed, smoke)
         parent = None
     else:
         parent_dir = out / CONDITION[PARENT[stage]]
