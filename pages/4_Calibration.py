@@ -44,7 +44,7 @@ from ui.services.calibration import (
     gather,
     parse_size_list,
 )
-from ui.services.calibration_compute import compute_missing, measured_seconds, missing_episodes
+from ui.services.calibration_compute import compute_missing, measured_seconds, missing_episodes, where_computed
 from ui.services.calibration_views import (
     calibration_long,
     figure2_reading,
@@ -187,7 +187,7 @@ if grid.missing:
     notice.info(
         f"{len(grid.missing)} of {len(grid.frame)} cells have no results for these settings "
         f"({todo} episodes to sample; {cost}). They are stored, so this happens once; changing a control "
-        "while it runs stops it (finished sizes are kept)."
+        f"while it runs stops it (finished sizes are kept). Sampled {where_computed()}."
     )
     if st.button("Compute missing runs", type="primary", key="cal_compute", disabled=store is None):
         bar = st.progress(0.0, text="Loading checkpoints…")

@@ -230,10 +230,13 @@ def regret_run(
     cfg=None,
     store=None,
     progress: Callable[[str, int, int], None] | None = None,
+    engine=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(decision values of every size, one regret_summary row per size) for `ckpt`'s evaluation runs
     (ds_core.analysis.evaluate: the same episodes the Calibration page shows), each size's values
-    kept in `store` (a blob keyed by the run's digest, n and the version) and read back from it."""
+    kept in `store` (a blob keyed by the run's digest, n and the version) and read back from it.
+    `engine` (ds_core.engine): the runs and the values the store lacks are computed there as work
+    units (the same rows; an interrupted job resumes from the units already stored)."""
     from ds_core.analysis.evaluate import episodes_without_store, evaluate
     from ds_core.episodes.tasks import TaskSpec
     from ds_core.models.sampling import SamplingConfig
@@ -243,7 +246,7 @@ def regret_run(
     all_values, rows = [], []
     for size in sizes:
         spec = TaskSpec.parse(size)
-        res = evaluate(ckpt, [spec], n=n_problems, cfg=cfg, seed=seed, store=store)
+        res = evaluate(ckpt, [spec], n=n_problems, cfg=cfg, seed=seed, store=store, engine=engine)
         sr = res.sizes[0]
         key = {"version": VERSION, "run": sr.key.digest(), "n": n, "seed": seed}
         hit = store.get_blob(KIND, key) if store is not None else None
@@ -255,17 +258,23 @@ def regret_run(
                 if store is not None
                 else episodes_without_store(ckpt, spec, n_problems, cfg, seed)
             )
-            values = decision_values(
-                ckpt,
-                episodes,
-                cfg,
-                n=n,
-                seed=seed,
-                streams=[f"{sr.key.task_spec}:{i}" for i in range(len(episodes))],
-                progress=(lambda d, t, _s=spec.name: progress(_s, d, t)) if progress else None,
-            )
+            streams = [f"{sr.key.task_spec}:{i}" for i in range(len(episodes))]
+            tick = (lambda d, t, _s=spec.name: progress(_s, d, t)) if progress else None
+            units = []
+            if engine is not None:
+                from ds_core.engine.jobs import decision_values as on_engine
+
+                values, units = on_engine(
+                    ckpt, episodes, cfg, n=n, seed=seed, streams=streams, engine=engine, store=store, progress=tick
+                )
+            else:
+                values = decision_values(ckpt, episodes, cfg, n=n, seed=seed, streams=streams, progress=tick)
             if store is not None:
                 store.put_blob(KIND, key, {"rows": values.to_dict("records")})
+                if units:
+                    from ds_core.engine.jobs import forget_units
+
+                    forget_units(store, units)
         values.insert(0, "size", spec.name)
         all_values.append(values)
         rows.append(regret_summary(episode_regret(values), spec.name))

@@ -140,10 +140,13 @@ def evaluate(
     n_boot: int = 100,
     progress: Callable[[int, int], None] | None = None,
     recompute: bool = False,
+    engine=None,
 ) -> EvalResult:
     """Evaluate a loaded checkpoint on `sizes`; episodes come from the store when present.
 
     `progress(done, total)` is called as episodes finish (only for the ones being sampled).
+    `engine` (ds_core.engine): sample the missing runs as work units there (the same episodes;
+    finished units are kept in the store, so an interrupted job resumes) instead of in-process.
     """
     cfg = cfg or SamplingConfig()
     plans = []
@@ -170,12 +173,21 @@ def evaluate(
                 progress(done, total)
 
         t0 = time.perf_counter()
-        # one random stream per (task, problem index): a run's episodes do not depend on which
-        # other sizes were sampled in the same call
-        streams = [f"{task}:{i}" for _, task, problems, _ in todo for i in range(len(problems))]
-        episodes = rollout(
-            ckpt.model, ckpt.tokenizer, ckpt.format, flat, cfg, seed=seed, progress=tick, streams=streams
-        )
+        units: dict = {}
+        if engine is not None:
+            from ds_core.engine.jobs import sample_runs
+
+            by_task, units = sample_runs(
+                ckpt, [(task, problems) for _, task, problems, _ in todo], cfg, seed, engine, store, progress=progress
+            )
+            episodes = [e for _, task, _, _ in todo for e in by_task[task]]
+        else:
+            # one random stream per (task, problem index): a run's episodes do not depend on which
+            # other sizes were sampled in the same call
+            streams = [f"{task}:{i}" for _, task, problems, _ in todo for i in range(len(problems))]
+            episodes = rollout(
+                ckpt.model, ckpt.tokenizer, ckpt.format, flat, cfg, seed=seed, progress=tick, streams=streams
+            )
         wall = time.perf_counter() - t0
         i = 0
         for spec, task, problems, key in todo:
@@ -192,6 +204,10 @@ def evaluate(
                     summary=report.to_dict(),
                     wall_s=walls[spec.name],
                 )
+                if units:
+                    from ds_core.engine.jobs import forget_units
+
+                    forget_units(store, units[task])
     results = []
     for spec, _task, _problems, key in plans:
         eps = cached.get(spec.name) or sampled.get(spec.name, [])

@@ -81,9 +81,10 @@ def _counts_of(doc: dict) -> dict:
 VERIFY = ("all", "seed0", "none")
 
 
-def collect(root: Path, store=None, verify: str = "all", progress=None) -> LabResults:
+def collect(root: Path, store=None, verify: str = "all", progress=None, engine=None) -> LabResults:
     """Every <root>/<condition>/seed<s>/ with an eval.json. `verify`: which runs with weights are
-    evaluated again through the store and compared with their eval.json ("all", "seed0", "none")."""
+    evaluated again through the store and compared with their eval.json ("all", "seed0", "none");
+    `engine` (ds_core.engine): where those evaluations sample."""
     if verify not in VERIFY:
         raise ValueError(f"verify must be one of {', '.join(VERIFY)}, got {verify!r}")
     res = LabResults()
@@ -96,7 +97,7 @@ def collect(root: Path, store=None, verify: str = "all", progress=None) -> LabRe
         source = "eval.json (weights not here)" if not run.has_weights else "eval.json"
         counts = committed
         if run.has_weights and (verify == "all" or (verify == "seed0" and seed == 0)):
-            counts = _recompute(d, store, progress)
+            counts = _recompute(d, store, progress, engine)
             source = "recomputed: equal to eval.json" if counts == committed else "recomputed: DIFFERS from eval.json"
         log_path = d / "train_log.json"
         log = tuple(jsonread.read(log_path, expect=list)) if log_path.is_file() else ()
@@ -104,14 +105,16 @@ def collect(root: Path, store=None, verify: str = "all", progress=None) -> LabRe
     return res
 
 
-def _recompute(d: Path, store, progress) -> dict:
+def _recompute(d: Path, store, progress, engine=None) -> dict:
     from ds_core.analysis.evaluate import evaluate
     from ds_core.episodes.tasks import parse_sizes
     from ds_core.models.checkpoint import load_checkpoint
     from ds_core.models.sampling import SamplingConfig
 
     ck = load_checkpoint(d)
-    r = evaluate(ck, parse_sizes("3x3-3x9"), n=100, cfg=SamplingConfig(), seed=0, store=store, progress=progress)
+    r = evaluate(
+        ck, parse_sizes("3x3-3x9"), n=100, cfg=SamplingConfig(), seed=0, store=store, progress=progress, engine=engine
+    )
     return {s.spec: s.report.to_dict()["counts"] for s in r.sizes}
 
 

@@ -27,14 +27,25 @@ def _p(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}"
 
 
-def evaluate_conditions(root: Path, store=None, n: int = 100, seed: int = 0, progress=None) -> dict[str, EvalResult]:
+def evaluate_conditions(
+    root: Path, store=None, n: int = 100, seed: int = 0, progress=None, engine=None
+) -> dict[str, EvalResult]:
     out = {}
     for cond in CONDITIONS:
         d = Path(root) / cond
         if not (d / "config.json").is_file():
             continue
         ck = load_checkpoint(d)
-        res = evaluate(ck, parse_sizes("3x3-3x9"), n=n, cfg=SamplingConfig(), seed=seed, store=store, progress=progress)
+        res = evaluate(
+            ck,
+            parse_sizes("3x3-3x9"),
+            n=n,
+            cfg=SamplingConfig(),
+            seed=seed,
+            store=store,
+            progress=progress,
+            engine=engine,
+        )
         (d / "eval.json").write_text(json.dumps(_jsonable(res.to_dict()), indent=1) + "\n")
         out[cond] = res
     return out

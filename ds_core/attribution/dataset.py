@@ -156,6 +156,7 @@ def attribute_dataset(
     progress: Callable[[int, int], None] | None = None,
     recompute: bool = False,
     parameters: str = "all",
+    engine=None,
 ) -> DatasetAttribution:
     """Attribute every episode under every objective; return the per-episode frame and summary.
 
@@ -166,7 +167,9 @@ def attribute_dataset(
     reference (Checkpoint or directory; default the checkpoint's parent, see resolve_ref).
     `advantage`: one value for every episode, default +advantage_correct / advantage_wrong by the
     episode's final correctness. `progress(done, total)` counts (episode, objective) pairs,
-    skipped ones included. Choices are in the module docstring.
+    skipped ones included. `engine` (ds_core.engine): the attributions the store does not hold are
+    computed there as work units (the same figures; each kept in the store as it arrives) before
+    the frame is built. Choices are in the module docstring.
     """
     import pandas as pd
 
@@ -197,27 +200,36 @@ def attribute_dataset(
     total, done = len(items) * len(objectives), 0
     if progress:
         progress(0, total)
-    for size, idx, ep in items:
+
+    def settings(ep, o) -> dict:
+        adv = (
+            float(advantage)
+            if advantage is not None
+            else (float(advantage_correct) if ep.correct else float(advantage_wrong))
+        )
+        needs = objective_needs(o)
+        kw = {"clip_eps": clip_eps, "norms": norms, "jvp_method": jvp_method, "parameters": parameters}
+        if "advantages" in needs:
+            kw["advantage"] = adv
+        if "ref_logp" in needs:
+            kw["ref_model"] = ref_obj
+        return kw
+
+    remote = _on_engine(ckpt, ref_obj, items, todo, settings, engine, store, recompute, progress)
+    for n_item, (size, idx, ep) in enumerate(items):
         if not has_decision(ep):
             skipped["no_decision"] += 1
             done += len(objectives)
             if progress:
                 progress(done, total)
             continue
-        adv = (
-            float(advantage)
-            if advantage is not None
-            else (float(advantage_correct) if ep.correct else float(advantage_wrong))
-        )
         for o in objectives:
             if o in todo:
-                needs = objective_needs(o)
-                kw = {"clip_eps": clip_eps, "norms": norms, "jvp_method": jvp_method, "parameters": parameters}
-                if "advantages" in needs:
-                    kw["advantage"] = adv
-                if "ref_logp" in needs:
-                    kw["ref_model"] = ref_obj
-                res, hit = cached_with_source(ckpt, ep, o, store, recompute=recompute, **kw)
+                kw = settings(ep, o)
+                if (n_item, o) in remote:
+                    res, hit = remote[(n_item, o)], False
+                else:
+                    res, hit = cached_with_source(ckpt, ep, o, store, recompute=recompute, **kw)
                 n_cached += hit
                 n_computed += not hit
                 rows.append(_row(size, idx, ep, o, kw.get("advantage"), res, hit))
@@ -243,6 +255,28 @@ def attribute_dataset(
         model_hash=getattr(ckpt, "hash", None),
         ref_hash=getattr(ref_obj, "hash", None),
     )
+
+
+def _on_engine(ckpt, ref_obj, items, todo, settings, engine, store, recompute, progress) -> dict:
+    """{(item index, objective): AttributionResult} for the pairs the store lacks, computed on `engine`."""
+    if engine is None:
+        return {}
+    from ds_core.attribution.cache import CACHE_KIND, cache_key
+    from ds_core.engine.jobs import attribute_pairs
+
+    want = []
+    for n_item, (_, _, ep) in enumerate(items):
+        if not has_decision(ep):
+            continue
+        for o in todo:
+            kw = settings(ep, o)
+            if store is None or recompute or store.get_blob(CACHE_KIND, cache_key(ckpt, ep, o, **kw)) is None:
+                want.append(((n_item, o), (ep, o, kw)))
+    if not want:
+        return {}
+    # progress counts the engine's pairs first, then the whole frame (read back from the results)
+    results = attribute_pairs(ckpt, ref_obj, [p for _, p in want], engine, store, progress=progress)
+    return {k: r for (k, _), r in zip(want, results)}
 
 
 # ------------------------------------------------------------------------------- summary

@@ -54,6 +54,20 @@ def sampling_config(args) -> SamplingConfig:
     )
 
 
+def engine_of(args):
+    """A context holding the engine --engine/--address/--workers ask for (None: in-process)."""
+    from contextlib import nullcontext
+
+    from ds_core.engine.engines import make_engine
+
+    if getattr(args, "engine", "local") == "local":
+        return nullcontext(None)
+    if getattr(args, "no_store", False):
+        raise ValueError("--engine ray keeps finished work units in the results store: drop --no-store")
+    threads = getattr(args, "threads", 0) or 1
+    return make_engine(args.engine, args.address, args.workers, threads, args.gpus_per_worker)
+
+
 def eval_cmd(args) -> int:
     from tqdm import tqdm
 
@@ -76,17 +90,19 @@ def eval_cmd(args) -> int:
             bar.reset(total=total)
         bar.update(done - bar.n)
 
-    result = evaluate(
-        ckpt,
-        sizes,
-        n=args.n,
-        cfg=cfg,
-        seed=args.seed,
-        store=store,
-        progress=progress,
-        recompute=args.recompute,
-        n_boot=args.n_boot,
-    )
+    with engine_of(args) as engine:
+        result = evaluate(
+            ckpt,
+            sizes,
+            n=args.n,
+            cfg=cfg,
+            seed=args.seed,
+            store=store,
+            progress=progress,
+            recompute=args.recompute,
+            n_boot=args.n_boot,
+            engine=engine,
+        )
     bar.close()
     print(
         f"checkpoint {ckpt.path} ({ckpt.name}, {ckpt.arch}, hash {ckpt.hash}); "
@@ -142,7 +158,10 @@ def report_cmd(args) -> int:
             bar.reset(total=total)
         bar.update(done - bar.n)
 
-    results = evaluate_conditions(Path(args.checkpoints), store=ResultsStore(args.data_dir), progress=progress)
+    with engine_of(args) as engine:
+        results = evaluate_conditions(
+            Path(args.checkpoints), store=ResultsStore(args.data_dir), progress=progress, engine=engine
+        )
     bar.close()
     if not results:
         raise ValueError(f"no condition checkpoints (base, sft, sft_reflection, rl) under {args.checkpoints}")
@@ -155,8 +174,7 @@ def report_cmd(args) -> int:
 def attribute_cmd(args) -> int:
     from tqdm import tqdm
 
-    from ds_core.analysis.evaluate import evaluate
-    from ds_core.attribution.dataset import attribute_dataset, format_summary
+    from ds_core.attribution.dataset import format_summary
     from ds_core.attribution.reference import resolve_ref
     from ds_core.episodes.tasks import parse_sizes
     from ds_core.models.checkpoint import load_checkpoint
@@ -187,25 +205,8 @@ def attribute_cmd(args) -> int:
             bar.reset(total=total)
         bar.update(done - bar.n)
 
-    runs = evaluate(ckpt, sizes, n=args.n, cfg=cfg, seed=args.seed, store=store, progress=progress)
-    bar.close()
-    bar = tqdm(total=0, desc="attribution", unit="ep*obj", disable=args.quiet, file=sys.stderr)
-    result = attribute_dataset(
-        ckpt,
-        {s.spec: s.key for s in runs.sizes},
-        objectives,
-        store=store,
-        ref=ref,
-        advantage=args.advantage,
-        advantage_correct=args.advantage_correct,
-        advantage_wrong=args.advantage_wrong,
-        norms=args.norms,
-        jvp_method=args.jvp_method,
-        parameters=args.params,
-        progress=lambda done, total: progress(done, total, bar),
-        recompute=args.recompute,
-    )
-    bar.close()
+    with engine_of(args) as engine:
+        result = _attribute(args, ckpt, sizes, cfg, store, ref, objectives, engine, bar, progress)
     print(
         f"checkpoint {ckpt.path} ({ckpt.name}, {ckpt.arch}, hash {ckpt.hash}); "
         f"sizes {','.join(s.name for s in sizes)}, n {args.n}, seed {args.seed}, "
@@ -229,9 +230,37 @@ def attribute_cmd(args) -> int:
     return 0
 
 
+def _attribute(args, ckpt, sizes, cfg, store, ref, objectives, engine, bar, progress):
+    from tqdm import tqdm
+
+    from ds_core.analysis.evaluate import evaluate
+    from ds_core.attribution.dataset import attribute_dataset
+
+    runs = evaluate(ckpt, sizes, n=args.n, cfg=cfg, seed=args.seed, store=store, progress=progress, engine=engine)
+    bar.close()
+    bar = tqdm(total=0, desc="attribution", unit="ep*obj", disable=args.quiet, file=sys.stderr)
+    result = attribute_dataset(
+        ckpt,
+        {s.spec: s.key for s in runs.sizes},
+        objectives,
+        store=store,
+        ref=ref,
+        advantage=args.advantage,
+        advantage_correct=args.advantage_correct,
+        advantage_wrong=args.advantage_wrong,
+        norms=args.norms,
+        jvp_method=args.jvp_method,
+        parameters=args.params,
+        progress=lambda done, total: progress(done, total, bar),
+        recompute=args.recompute,
+        engine=engine,
+    )
+    bar.close()
+    return result
+
+
 def balance_cmd(args) -> int:
     """`balance precompute`: the shipped Gradient balance results (ds_core.analysis.balance)."""
-    from ds_core.analysis.balance.shipped import precompute
     from ds_core.store import ResultsStore
 
     set_threads(args.threads)
@@ -243,7 +272,16 @@ def balance_cmd(args) -> int:
             last[0] = f
             print(f"{100 * f:5.1f}%  {text}", file=sys.stderr, flush=True)
 
-    out = precompute(
+    with engine_of(args) as engine:
+        out = _precompute(args, store, progress, engine)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+def _precompute(args, store, progress, engine):
+    from ds_core.analysis.balance.shipped import precompute
+
+    return precompute(
         args.out,
         args.checkpoints,
         [n for n in args.names.split(",") if n],
@@ -254,9 +292,8 @@ def balance_cmd(args) -> int:
         store=store,
         seed=args.seed,
         progress=progress,
+        engine=engine,
     )
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
-    return 0
 
 
 def real_model_cmd(args) -> int:

@@ -35,7 +35,7 @@ def decisions_cmd(args) -> int:
     from tqdm import tqdm
 
     from ds_core.analysis.decisions import regret_run
-    from ds_core.cli.commands import sampling_config, set_threads
+    from ds_core.cli.commands import engine_of, sampling_config, set_threads
     from ds_core.episodes.tasks import parse_sizes
     from ds_core.models.checkpoint import load_checkpoint
     from ds_core.store import ResultsStore
@@ -55,9 +55,18 @@ def decisions_cmd(args) -> int:
             bar.set_description(f"{size} continuations")
         bar.update(done - bar.n)
 
-    values, table = regret_run(
-        ckpt, sizes, n_problems=args.n, n=args.continuations, seed=args.seed, cfg=cfg, store=store, progress=progress
-    )
+    with engine_of(args) as engine:
+        values, table = regret_run(
+            ckpt,
+            sizes,
+            n_problems=args.n,
+            n=args.continuations,
+            seed=args.seed,
+            cfg=cfg,
+            store=store,
+            progress=progress,
+            engine=engine,
+        )
     bar.close()
     print(
         f"checkpoint {ckpt.path} ({ckpt.name}, hash {ckpt.hash}); {args.continuations} continuations per "

@@ -67,7 +67,10 @@ def lab_report_cmd(args) -> int:
             bar.reset(total=total)
         bar.update(done - bar.n)
 
-    res = collect(root, store=ResultsStore(args.data_dir), verify=args.verify, progress=progress)
+    from ds_core.cli.commands import engine_of
+
+    with engine_of(args) as engine:
+        res = collect(root, store=ResultsStore(args.data_dir), verify=args.verify, progress=progress, engine=engine)
     bar.close()
     if not res.runs:
         raise ValueError(f"no lab runs (<condition>/seed<N>/eval.json) under {root}; run python -m ds_core train lab")

@@ -55,8 +55,22 @@ def params_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def balance_args(p: argparse.ArgumentParser) -> None:
-    """`balance precompute` and its options."""
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """Where a batch job's work units run (ds_core.engine; read by commands.engine_of)."""
+    g = p.add_argument_group("engine (batch jobs on Ray: README, 'Running on a Ray cluster')")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="local: in this process (default)")
+    g.add_argument(
+        "--address",
+        default=None,
+        help="ray: a running cluster's address ('auto' for one `ray start` made on this machine; default "
+        "$DS_LENS_RAY_ADDRESS, else a Ray started here for the job with --workers workers)",
+    )
+    g.add_argument("--workers", type=int, default=2, help="ray: worker actors, each loads the checkpoint once")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs each worker asks for")
+
+
+def balance_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`balance precompute` and its options (returns its parser)."""
     from ds_core.analysis.balance.dataset import DATASET_N, DATASET_SIZES
     from ds_core.analysis.balance.length_sweep import SWEEP_PER_SIZE, SWEEP_SIZES
     from ds_core.analysis.balance.shipped import SHIPPED_CHECKPOINTS
@@ -78,6 +92,7 @@ def balance_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--data-dir", default=None, help="results store (default $DS_LENS_DATA or ./data)")
     a.add_argument("--no-store", action="store_true")
     a.add_argument("--threads", type=int, default=1)
+    return a
 
 
 def main(argv=None) -> int:
@@ -182,7 +197,7 @@ def main(argv=None) -> int:
     a.add_argument("--out", default=None, help="write the per-episode table as CSV to this file")
     a.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
-    balance_args(sub.add_parser("balance", help="Gradient balance: precompute the shipped results"))
+    bp = balance_args(sub.add_parser("balance", help="Gradient balance: precompute the shipped results"))
     x = sub.add_parser("explore", help="one episode of a typed problem: text, segmentation, roles, attribution")
     x.add_argument("--checkpoint", required=True, help="checkpoint directory (any local HF causal LM)")
     x.add_argument("--prompt", required=True, help="the problem, e.g. 'What is 12 plus 34?' or 123*45")
@@ -200,6 +215,8 @@ def main(argv=None) -> int:
     m.add_argument("--out", default=None, help="output directory (default $DS_LENS_DATA/models/smollm2-135m-instruct)")
     for sp in (e, r, a, x):
         device_args(sp)
+    for sp in (e, q, r, a, bp):
+        engine_args(sp)
     args = p.parse_args(argv)
     from ds_core.cli import commands
     from ds_core.cli.decisions import decisions_cmd

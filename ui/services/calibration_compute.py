@@ -3,11 +3,22 @@ The grid itself (what is stored, what eval.json answers, what is missing) is ui.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from ds_core.episodes.tasks import TaskSpec, task_size
 from ds_core.store import ResultsStore, StoreError
 from ui.services.calibration import Grid
+
+
+def where_computed() -> str:
+    """Where "Compute missing runs" samples: this process, or the configured Ray cluster."""
+    from ds_core.engine.engines import ADDRESS_ENV
+
+    address = os.environ.get(ADDRESS_ENV)
+    if address:
+        return f"on the Ray cluster at `{address}` ({ADDRESS_ENV}; progress counts finished work units)"
+    return "in this app's process"
 
 
 def missing_episodes(grid: Grid) -> int:
@@ -51,9 +62,17 @@ def compute_missing(
 ) -> frozenset[str]:
     """Sample every missing cell with ds_core.analysis.evaluate.evaluate and store it; returns the run
     digests written. `load(path)` gives a loaded checkpoint (the app's cached loader);
-    `progress(done, total, label)` counts episodes over all checkpoints."""
+    `progress(done, total, label)` counts episodes over all checkpoints. With $DS_LENS_RAY_ADDRESS
+    set the episodes are sampled on that Ray cluster (ds_core.engine.engines.app_engine)."""
     if store is None:
         raise StoreError("no results store: computed runs could not be kept")
+    from ds_core.engine.engines import app_engine
+
+    with app_engine() as engine:
+        return _compute(grid, load, store, progress, n_boot, engine)
+
+
+def _compute(grid, load, store, progress, n_boot, engine) -> frozenset[str]:
     from ds_core.analysis.evaluate import evaluate
 
     by_ckpt: dict[str, list[str]] = {}
@@ -81,7 +100,15 @@ def compute_missing(
                     progress(_off + done, total, _label)
 
             res = evaluate(
-                ckpt, specs, n=n, cfg=cfg, seed=grid.settings.seed, store=store, n_boot=n_boot, progress=tick
+                ckpt,
+                specs,
+                n=n,
+                cfg=cfg,
+                seed=grid.settings.seed,
+                store=store,
+                n_boot=n_boot,
+                progress=tick,
+                engine=engine,
             )
             written |= {s.key.digest() for s in res.sizes}
             offset += len(specs) * n

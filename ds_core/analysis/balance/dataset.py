@@ -85,11 +85,13 @@ def dataset_balance(
     cfg=None,
     progress: Progress | None = None,
     recompute: bool = False,
+    engine=None,
 ) -> BalanceResult:
     """Sample (or read from `store`) n episodes per size with `ckpt` and attribute each under each
     objective (attribute_dataset; KL against the checkpoint's parent, surrogate advantage +1 for a
     correct episode, -1 for a wrong one). Stored whole under dataset_key(...) when `store` is given.
-    `progress(fraction, text)` is called during sampling (first 10%) and attribution."""
+    `progress(fraction, text)` is called during sampling (first 10%) and attribution. `engine`
+    (ds_core.engine): sampling and attribution run there as work units (the same numbers)."""
     from ds_core.analysis.evaluate import evaluate
     from ds_core.attribution.dataset import attribute_dataset
     from ds_core.attribution.reference import resolve_ref
@@ -104,7 +106,14 @@ def dataset_balance(
     sample_cb = phase_progress(progress, 0.0, 0.1, "sampling episodes")
     if store is not None:
         runs = evaluate(
-            ckpt, [TaskSpec.parse(s) for s in sizes], n=n, cfg=cfg, seed=seed, store=store, progress=sample_cb
+            ckpt,
+            [TaskSpec.parse(s) for s in sizes],
+            n=n,
+            cfg=cfg,
+            seed=seed,
+            store=store,
+            progress=sample_cb,
+            engine=engine,
         )
         source = {s.spec: s.key for s in runs.sizes}
     else:
@@ -117,6 +126,7 @@ def dataset_balance(
         ref=ref,
         recompute=recompute,
         progress=phase_progress(progress, 0.1, 1.0, "attributing (episode x objective)"),
+        engine=engine,
     )
     frame = attach_checkpoint(res.frame, Path(str(ckpt.path)).name)
     settings = dataset_key(ckpt.hash, getattr(ref, "hash", None), sizes, n, objectives, seed, cfg, run_extra(ckpt))

@@ -139,11 +139,13 @@ def model_length_sweep(
     advantage: float = 1.0,
     progress: Progress | None = None,
     recompute: bool = False,
+    engine=None,
 ) -> BalanceResult:
     """Attribute teacher-forced traces of growing size (sweep_episodes) under each objective.
     The traces are correct, so the surrogate's advantage is `advantage` (+1) for all (the ratio
     does not depend on it). KL against the checkpoint's parent. Stored whole under sweep_key(...)
-    when `store` is given. Needs a checkpoint with DS-Lens' format (decision tokens)."""
+    when `store` is given. Needs a checkpoint with DS-Lens' format (decision tokens). `engine`
+    (ds_core.engine): the attributions run there as work units (the same figures)."""
     from ds_core.attribution.dataset import attribute_dataset
     from ds_core.attribution.reference import resolve_ref
 
@@ -169,6 +171,7 @@ def model_length_sweep(
         advantage=float(advantage),
         recompute=recompute,
         progress=phase_progress(progress, 0.0, 1.0, "attributing (trace x objective)"),
+        engine=engine,
     )
     name = Path(str(ckpt.path)).name
     frame = attach_checkpoint(res.frame, name, n_wrong=int(n_wrong))

@@ -80,10 +80,12 @@ def precompute(
     store=None,
     seed: int = 0,
     progress: Progress | None = None,
+    engine=None,
 ) -> Path:
     """Compute the dataset-level result and the length sweep for each named checkpoint and write
     them to `out` (JSON, floats to 6 significant digits). Every attribution is also cached in
-    `store` when given. Returns the path written."""
+    `store` when given. `engine` (ds_core.engine): sampling and attribution run there as work
+    units (the same numbers). Returns the path written."""
     from ds_core.models.checkpoint import code_version, load_checkpoint
     from ds_core.paths import SHIPPED_DIR
 
@@ -101,9 +103,19 @@ def precompute(
                 return None
             return lambda f, t: progress((i + lo + (hi - lo) * f) * span, f"{name}: {t}")
 
-        d = dataset_balance(ck, dataset_sizes, n, objectives, store=store, seed=seed, progress=sub(0.0, 0.5, "dataset"))
+        d = dataset_balance(
+            ck, dataset_sizes, n, objectives, store=store, seed=seed, progress=sub(0.0, 0.5, "dataset"), engine=engine
+        )
         s = model_length_sweep(
-            ck, sweep_sizes, per_size, 0, objectives, store=store, seed=seed, progress=sub(0.5, 1.0, "length sweep")
+            ck,
+            sweep_sizes,
+            per_size,
+            0,
+            objectives,
+            store=store,
+            seed=seed,
+            progress=sub(0.5, 1.0, "length sweep"),
+            engine=engine,
         )
         for r in (d, s):
             counts["computed"] += r.n_computed
