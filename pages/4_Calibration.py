@@ -17,6 +17,7 @@ if _ROOT not in sys.path:  # run as a page or alone (AppTest): ds_core and ui li
 
 import streamlit as st  # noqa: E402
 
+from ds_core.engine.engines import where_computed  # noqa: E402
 from ds_core.models.checkpoint import CheckpointError  # noqa: E402
 from ds_core.paper import LABELS  # noqa: E402
 from ds_core.store import StoreError  # noqa: E402
@@ -44,7 +45,7 @@ from ui.services.calibration import (
     gather,
     parse_size_list,
 )
-from ui.services.calibration_compute import compute_missing, measured_seconds, missing_episodes, where_computed
+from ui.services.calibration_compute import compute_missing, measured_seconds, missing_episodes
 from ui.services.calibration_views import (
     calibration_long,
     figure2_reading,

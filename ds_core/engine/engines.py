@@ -227,3 +227,11 @@ def app_engine():
         ) from None
     _ray()
     return RayEngine(address, workers)
+
+
+def where_computed() -> str:
+    """Where the app's compute buttons run (app_engine), in words for the page."""
+    address = os.environ.get(ADDRESS_ENV)
+    if address:
+        return f"on the Ray cluster at `{address}` ({ADDRESS_ENV}; progress counts finished work units)"
+    return "in this app's process"

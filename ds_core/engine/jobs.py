@@ -26,7 +26,7 @@ from ds_core.engine.engines import EngineError
 from ds_core.engine.units import CheckpointRef, WorkUnit, format_settings
 
 UNIT_KIND = "engine_unit"
-SAMPLE_CHUNK = 25  # problems per sampling unit
+SAMPLE_CHUNK = 50  # problems per sampling unit (bench/engine.py: smaller units batch worse)
 ATTRIBUTE_CHUNK = 8  # episodes per attribution unit
 DECISION_CHUNK = 16  # episodes per decision-value unit (teacher forcing scores batches of 16)
 
@@ -105,12 +105,15 @@ def sample_runs(
     seed: int,
     engine,
     store=None,
-    chunk: int = SAMPLE_CHUNK,
+    chunk: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, list], dict[str, list[WorkUnit]]]:
     """({task: its episodes in problem order}, {task: its units}) for runs given as (task, problems):
-    the same episodes as one in-process rollout with streams "<task>:<i>"."""
+    the same episodes as one in-process rollout with streams "<task>:<i>". `chunk`: problems per
+    unit (default SAMPLE_CHUNK, read at call time)."""
     from ds_core.episodes.episode import Episode
+
+    chunk = SAMPLE_CHUNK if chunk is None else chunk
 
     units = {task: sample_units(ckpt, task, problems, cfg, seed, chunk) for task, problems in runs}
     parts: dict[str, dict[int, list]] = {task: {} for task in units}

@@ -16,7 +16,7 @@ from ds_core.analysis.decisions import regret_run
 from ds_core.analysis.evaluate import evaluate, problems_for
 from ds_core.attribution.dataset import attribute_dataset
 from ds_core.engine.engines import EngineError, InProcessEngine, RayEngine
-from ds_core.engine.jobs import UNIT_KIND, sample_runs, sample_units
+from ds_core.engine.jobs import SAMPLE_CHUNK, UNIT_KIND, sample_runs, sample_units
 from ds_core.engine.units import CheckpointRef, WorkUnit
 from ds_core.episodes.tasks import TaskSpec, parse_sizes
 from ds_core.models.checkpoint import load_checkpoint
@@ -57,8 +57,9 @@ def _unit_blobs(store) -> int:
 def test_eval_on_ray_equals_local(ckpt, engine, tmp_path):
     sizes = parse_sizes("3x3,3x5")
     local, remote = ResultsStore(tmp_path / "a"), ResultsStore(tmp_path / "b")
-    a = evaluate(ckpt, sizes, n=27, store=local)  # 2 units per size: 25 + 2 problems
-    b = evaluate(ckpt, sizes, n=27, store=remote, engine=engine)
+    n = SAMPLE_CHUNK + 2  # 2 units per size
+    a = evaluate(ckpt, sizes, n=n, store=local)
+    b = evaluate(ckpt, sizes, n=n, store=remote, engine=engine)
     assert _doc(a) == _doc(b)
     for s in a.sizes:
         assert local.load_episodes(s.key) == remote.load_episodes(s.key)
@@ -135,21 +136,20 @@ def test_a_unit_that_cannot_succeed_fails_the_job_with_its_reason(ckpt, engine):
 def test_an_interrupted_job_leaves_whole_units_and_resumes(ckpt, engine, tmp_path):
     store = ResultsStore(tmp_path)
     sizes = parse_sizes("3x3")
-    calls = []
+    n = 2 * SAMPLE_CHUNK + 10  # 3 units
 
     def stop_after_one(done, total):
-        calls.append(done)
-        if done >= 25:  # the first unit (25 problems) is stored
+        if done >= SAMPLE_CHUNK:  # the first finished unit is stored
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate(ckpt, sizes, n=60, store=store, engine=engine, progress=stop_after_one)
+        evaluate(ckpt, sizes, n=n, store=store, engine=engine, progress=stop_after_one)
     assert store.list_runs() == [] and _unit_blobs(store) >= 1  # no half-written run
     done_units = _unit_blobs(store)
     inproc = InProcessEngine()
-    resumed = evaluate(ckpt, sizes, n=60, store=store, engine=inproc)
-    assert len(inproc.executed) == 3 - done_units  # 25 + 25 + 10 problems, the stored ones skipped
-    fresh = evaluate(ckpt, sizes, n=60, store=ResultsStore(tmp_path / "fresh"))
+    resumed = evaluate(ckpt, sizes, n=n, store=store, engine=inproc)
+    assert len(inproc.executed) == 3 - done_units  # the stored units are not run again
+    fresh = evaluate(ckpt, sizes, n=n, store=ResultsStore(tmp_path / "fresh"))
     assert _doc(resumed) == _doc(fresh) and _unit_blobs(store) == 0
 
 
@@ -177,7 +177,7 @@ def test_the_apps_compute_button_samples_on_the_configured_cluster(engine, tmp_p
 
     from ds_core.engine import engines
     from ui.services.calibration import Settings, checkpoint_ref, gather, parse_size_list
-    from ui.services.calibration_compute import compute_missing, where_computed
+    from ui.services.calibration_compute import compute_missing
 
     used = []
     real_map = engines.RayEngine.map
@@ -189,7 +189,7 @@ def test_the_apps_compute_button_samples_on_the_configured_cluster(engine, tmp_p
     monkeypatch.setattr(engines.RayEngine, "map", counting_map)
     address = ray.get_runtime_context().gcs_address
     monkeypatch.setenv(engines.ADDRESS_ENV, address)
-    assert address in where_computed()
+    assert address in engines.where_computed()
     ref = checkpoint_ref("sft_reflection", CKPT)
     settings = Settings(n=6, seed=4)
     store = ResultsStore(tmp_path)

@@ -3,22 +3,11 @@ The grid itself (what is stored, what eval.json answers, what is missing) is ui.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from ds_core.episodes.tasks import TaskSpec, task_size
 from ds_core.store import ResultsStore, StoreError
 from ui.services.calibration import Grid
-
-
-def where_computed() -> str:
-    """Where "Compute missing runs" samples: this process, or the configured Ray cluster."""
-    from ds_core.engine.engines import ADDRESS_ENV
-
-    address = os.environ.get(ADDRESS_ENV)
-    if address:
-        return f"on the Ray cluster at `{address}` ({ADDRESS_ENV}; progress counts finished work units)"
-    return "in this app's process"
 
 
 def missing_episodes(grid: Grid) -> int:

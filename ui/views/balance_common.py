@@ -16,6 +16,7 @@ import ds_core.analysis.balance.shipped as B
 import ds_core.analysis.toy_sweeps as BT
 from ds_core.analysis.balance.results import BalanceError
 from ds_core.analysis.toy import ToyConfig
+from ds_core.engine.engines import app_engine, where_computed
 from ds_core.models.checkpoint import content_hash
 from ds_core.objectives import LABELS
 from ds_core.paths import SHIPPED_DIR
@@ -123,15 +124,20 @@ def progress_bar(text: str):
 
 def stored_or_compute(read, compute, cached, key: str, what: str, timing: tuple):
     """The stored result (read()), or a button that computes it with a progress bar and stores it
-    (compute(progress)); `cached` is the st.cache_data reader to clear once stored. `timing` =
+    (compute(progress, engine): on the Ray cluster at $DS_LENS_RAY_ADDRESS when set, else engine
+    None); `cached` is the st.cache_data reader to clear once stored. `timing` =
     (kind, checkpoint hash, units, unit name): the estimate shown is measured on this machine
     (ui.services.timings), and the run's own time is recorded for the next one."""
     kind, digest, units, unit_name = timing
     res = read()
     if res is None:
-        st.info(f"Not in the results store yet. {estimate_text(kind, digest, units, unit_name)}")
+        st.info(
+            f"Not in the results store yet. {estimate_text(kind, digest, units, unit_name)} "
+            f"Computed {where_computed()}."
+        )
         if st.button("Compute and store", key=key):
-            res = compute(progress_bar(what))
+            with app_engine() as engine:
+                res = compute(progress_bar(what), engine)
             cached.clear()
             if res.n_computed:
                 record(kind, digest, res.wall_s, res.n_computed)

@@ -75,7 +75,7 @@ def render() -> None:
             if path and objs:
                 res = stored_or_compute(
                     lambda: stored_dataset(path, content_hash(path), sizes, n, objs, seed, cfg, fmt_settings),
-                    lambda cb: BD.dataset_balance(
+                    lambda cb, engine: BD.dataset_balance(
                         with_prompt_settings([get_checkpoint(path)], fmt_settings)[0],
                         sizes,
                         n,
@@ -84,6 +84,7 @@ def render() -> None:
                         seed=seed,
                         cfg=sampling_of(cfg),
                         progress=cb,
+                        engine=engine,
                     ),
                     stored_dataset,
                     "data_compute",

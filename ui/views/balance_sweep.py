@@ -128,8 +128,15 @@ def render(values: dict, defaults: dict, cfg_items: tuple, demo: tuple) -> None:
             if path and objs:
                 res = stored_or_compute(
                     lambda: stored_sweep(path, content_hash(path), sizes, per_size, n_wrong, objs),
-                    lambda cb: BS.model_length_sweep(
-                        get_checkpoint(path), sizes, per_size, n_wrong, objs, store=results_store(), progress=cb
+                    lambda cb, engine: BS.model_length_sweep(
+                        get_checkpoint(path),
+                        sizes,
+                        per_size,
+                        n_wrong,
+                        objs,
+                        store=results_store(),
+                        progress=cb,
+                        engine=engine,
                     ),
                     stored_sweep,
                     "sweep_compute",
