@@ -149,10 +149,15 @@ def evaluate(
     finished units are kept in the store, so an interrupted job resumes) instead of in-process.
     """
     cfg = cfg or SamplingConfig()
+    placement = placement_key(ckpt.model)
+    if engine is not None:  # the runs are keyed by where the workers sample (a GPU worker: its device)
+        from ds_core.engine.jobs import worker_where
+
+        placement = worker_where(ckpt, engine)["placement"]
     plans = []
     for spec in sizes:
         task, problems = problems_for(spec, n, seed)
-        key = run_key(ckpt.hash, task, n, cfg, seed, format_key(ckpt.format), placement_key(ckpt.model))
+        key = run_key(ckpt.hash, task, n, cfg, seed, format_key(ckpt.format), placement)
         plans.append((spec, task, problems, key))
     cached: dict[str, list[Episode]] = {}
     if store is not None and not recompute:

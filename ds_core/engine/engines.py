@@ -39,7 +39,7 @@ class InProcessEngine:
 
     def __init__(self, threads: int = 0):
         self.threads = threads
-        self.executed: list[str] = []  # unit digests, in the order they ran
+        self.executed: list[WorkUnit] = []  # the units, in the order they ran
         self._loaded = Loaded()
 
     def __enter__(self):
@@ -56,7 +56,7 @@ class InProcessEngine:
             if self.threads:
                 torch.set_num_threads(self.threads)
             for u in units:
-                self.executed.append(u.digest)
+                self.executed.append(u)
                 try:
                     yield u, execute(u, self._loaded)
                 except UnitFailed as e:
@@ -94,7 +94,13 @@ class RayEngine:
     name = "ray"
 
     def __init__(
-        self, address: str | None = None, workers: int = 2, threads: int = 1, gpus: float = 0.0, max_retries: int = 2
+        self,
+        address: str | None = None,
+        workers: int = 2,
+        threads: int = 1,
+        gpus: float = 0.0,
+        max_retries: int = 2,
+        env: dict | None = None,
     ):
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 4096:
             raise EngineError(f"--workers must be in 1..4096, got {workers!r}")
@@ -103,6 +109,7 @@ class RayEngine:
         if not 0 <= gpus <= 64:
             raise EngineError(f"GPUs per worker must be in 0..64, got {gpus!r}")
         self.address = address or None
+        self.extra_env = dict(env or {})  # more environment for the workers (e.g. DS_LENS_DEVICE there only)
         self.workers, self.threads, self.gpus, self.max_retries = workers, threads, float(gpus), max_retries
         self.retried: list[str] = []  # digests of units that were run again after their actor died
         self._actors: list = []
@@ -113,6 +120,7 @@ class RayEngine:
         ray = _ray()
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         env.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+        env.update(self.extra_env)
         if not ray.is_initialized():
             kw = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "include_dashboard": False}
             if self.address is None:  # a cluster of this machine only, sized for the workers

@@ -20,6 +20,8 @@ and whole runs only, and its rerun (with the same chunk sizes) computes just the
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections.abc import Callable, Sequence
 
 from ds_core.engine.engines import EngineError
@@ -37,16 +39,30 @@ def _check_chunk(chunk: int) -> int:
     return chunk
 
 
-def _expect_where(ckpt, result: dict, unit: WorkUnit) -> None:
-    """A worker must have run the model where the job's keys say (device, dtype, format)."""
-    from ds_core.analysis.evaluate import placement_key
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {(hash, format): where}
 
-    want = {"placement": placement_key(ckpt.model), "format": format_settings(ckpt.format)}
+
+def worker_where(ckpt, engine) -> dict:
+    """{"placement", "format"} of `ckpt` on the engine's workers (asked once per engine): a GPU
+    worker runs the model on its device, so the runs it samples are keyed by that placement."""
+    fmt = format_settings(ckpt.format)
+    seen = _PROBED.setdefault(engine, {})
+    k = (ckpt.hash, json.dumps(fmt, sort_keys=True))
+    if k not in seen:
+        probe = WorkUnit("probe", CheckpointRef.of(ckpt), {"format": fmt}, size=0)
+        where = next(iter(engine.map([probe])))[1]
+        seen[k] = {"placement": where.get("placement"), "format": where.get("format")}
+    return seen[k]
+
+
+def _expect_where(ckpt, result: dict, unit: WorkUnit, engine) -> None:
+    """Every worker must run the model where the job's keys say (device, dtype, format)."""
+    want = worker_where(ckpt, engine)
     got = {k: result.get(k) for k in want}
     if got != want:
         raise EngineError(
             f"a worker ran {unit.checkpoint.path} with {got}, the job's runs are keyed for {want}: "
-            "give the workers the same --device/--dtype (DS_LENS_DEVICE, DS_LENS_DTYPE)"
+            "workers of one job must run the model on the same kind of device and precision"
         )
 
 
@@ -63,7 +79,7 @@ def _run(ckpt, units: list[WorkUnit], engine, store, progress, total: int, done:
     if progress:
         progress(done, total)
     for u, result in engine.map(pending):
-        _expect_where(ckpt, result, u)
+        _expect_where(ckpt, result, u, engine)
         if store is not None:
             store.put_blob(UNIT_KIND, {"unit": u.digest}, result)
         on_result(u, result)

@@ -9,7 +9,8 @@ a job recognises a unit it already finished (ds_core.engine.jobs).
 Kinds:
 - "sample":    rollout of `problems` with `streams` -> {"episodes": [Episode dicts]};
 - "attribute": attribute() of each (episode, objective) pair -> {"results": [AttributionResult dicts]};
-- "decisions": decision_values() of `episodes` -> {"rows": [rows of ds_core.analysis.decisions.COLUMNS]}.
+- "decisions": decision_values() of `episodes` -> {"rows": [rows of ds_core.analysis.decisions.COLUMNS]};
+- "probe":     nothing but where the worker runs the model (the job keys its runs by it).
 Every result also says where it ran: {"placement": the model's device/dtype key, "format": the
 episode format's key}, which the driver checks against the job's run keys.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 from ds_core.errors import UserError
 from ds_core.store.jsonio import canonical_json, digest_of
 
-KINDS = ("sample", "attribute", "decisions")
+KINDS = ("sample", "attribute", "decisions", "probe")
 
 
 class UnitFailed(UserError, RuntimeError):
@@ -154,6 +155,8 @@ def execute(unit: WorkUnit, loaded: Loaded) -> dict:
     p = unit.payload
     ckpt = loaded.get(unit.checkpoint, p.get("format"))
     try:
+        if unit.kind == "probe":
+            return _where(ckpt)
         if unit.kind == "sample":
             return {**_where(ckpt), "episodes": _sample(ckpt, p, SamplingConfig(**p["cfg"]))}
         if unit.kind == "attribute":

@@ -148,7 +148,8 @@ def test_an_interrupted_job_leaves_whole_units_and_resumes(ckpt, engine, tmp_pat
     done_units = _unit_blobs(store)
     inproc = InProcessEngine()
     resumed = evaluate(ckpt, sizes, n=n, store=store, engine=inproc)
-    assert len(inproc.executed) == 3 - done_units  # the stored units are not run again
+    ran = [u for u in inproc.executed if u.kind == "sample"]  # (and one probe of where it samples)
+    assert len(ran) == 3 - done_units  # the stored units are not run again
     fresh = evaluate(ckpt, sizes, n=n, store=ResultsStore(tmp_path / "fresh"))
     assert _doc(resumed) == _doc(fresh) and _unit_blobs(store) == 0
 
@@ -196,8 +197,24 @@ def test_the_apps_compute_button_samples_on_the_configured_cluster(engine, tmp_p
     grid = gather([ref], parse_size_list("3x3"), settings, store)
     assert grid.missing
     digests = compute_missing(grid, load_checkpoint, store)
-    assert used == [address] and len(digests) == 1
+    assert set(used) == {address} and len(digests) == 1  # a probe of where it samples, then the units
     from ds_core.analysis.evaluate import episodes_without_store
 
     want = episodes_without_store(load_checkpoint(CKPT), TaskSpec.parse("3x3"), 6, settings.sampling_config(), 4)
     assert store.load_episodes(next(iter(digests))) == want
+
+
+def test_runs_are_keyed_by_where_the_workers_sample(ckpt, cluster, tmp_path, monkeypatch):
+    """Workers told to run in bfloat16 (as a GPU worker runs on its device) while the driver holds
+    float32: the runs are keyed by the workers' placement and equal a bfloat16 run in-process."""
+    from ds_core.analysis.evaluate import placement_key
+
+    remote, local = ResultsStore(tmp_path / "r"), ResultsStore(tmp_path / "l")
+    with RayEngine(workers=1, env={"DS_LENS_DTYPE": "bfloat16"}) as eng:
+        res = evaluate(ckpt, parse_sizes("3x3"), n=6, store=remote, engine=eng)
+    monkeypatch.setenv("DS_LENS_DTYPE", "bfloat16")
+    half = load_checkpoint(CKPT)
+    key = res.sizes[0].key
+    assert key.extra["placement"] == placement_key(half.model) != placement_key(ckpt.model)
+    there = evaluate(half, parse_sizes("3x3"), n=6, store=local)
+    assert there.sizes[0].key == key and remote.load_episodes(key) == local.load_episodes(key)
