@@ -174,7 +174,8 @@ def report_cmd(args) -> int:
 def attribute_cmd(args) -> int:
     from tqdm import tqdm
 
-    from ds_core.attribution.dataset import format_summary
+    from ds_core.analysis.evaluate import evaluate
+    from ds_core.attribution.dataset import attribute_dataset, format_summary
     from ds_core.attribution.reference import resolve_ref
     from ds_core.episodes.tasks import parse_sizes
     from ds_core.models.checkpoint import load_checkpoint
@@ -206,7 +207,26 @@ def attribute_cmd(args) -> int:
         bar.update(done - bar.n)
 
     with engine_of(args) as engine:
-        result = _attribute(args, ckpt, sizes, cfg, store, ref, objectives, engine, bar, progress)
+        runs = evaluate(ckpt, sizes, n=args.n, cfg=cfg, seed=args.seed, store=store, progress=progress, engine=engine)
+        bar.close()
+        bar = tqdm(total=0, desc="attribution", unit="ep*obj", disable=args.quiet, file=sys.stderr)
+        result = attribute_dataset(
+            ckpt,
+            {s.spec: s.key for s in runs.sizes},
+            objectives,
+            store=store,
+            ref=ref,
+            advantage=args.advantage,
+            advantage_correct=args.advantage_correct,
+            advantage_wrong=args.advantage_wrong,
+            norms=args.norms,
+            jvp_method=args.jvp_method,
+            parameters=args.params,
+            progress=lambda done, total: progress(done, total, bar),
+            recompute=args.recompute,
+            engine=engine,
+        )
+    bar.close()
     print(
         f"checkpoint {ckpt.path} ({ckpt.name}, {ckpt.arch}, hash {ckpt.hash}); "
         f"sizes {','.join(s.name for s in sizes)}, n {args.n}, seed {args.seed}, "
@@ -230,37 +250,9 @@ def attribute_cmd(args) -> int:
     return 0
 
 
-def _attribute(args, ckpt, sizes, cfg, store, ref, objectives, engine, bar, progress):
-    from tqdm import tqdm
-
-    from ds_core.analysis.evaluate import evaluate
-    from ds_core.attribution.dataset import attribute_dataset
-
-    runs = evaluate(ckpt, sizes, n=args.n, cfg=cfg, seed=args.seed, store=store, progress=progress, engine=engine)
-    bar.close()
-    bar = tqdm(total=0, desc="attribution", unit="ep*obj", disable=args.quiet, file=sys.stderr)
-    result = attribute_dataset(
-        ckpt,
-        {s.spec: s.key for s in runs.sizes},
-        objectives,
-        store=store,
-        ref=ref,
-        advantage=args.advantage,
-        advantage_correct=args.advantage_correct,
-        advantage_wrong=args.advantage_wrong,
-        norms=args.norms,
-        jvp_method=args.jvp_method,
-        parameters=args.params,
-        progress=lambda done, total: progress(done, total, bar),
-        recompute=args.recompute,
-        engine=engine,
-    )
-    bar.close()
-    return result
-
-
 def balance_cmd(args) -> int:
     """`balance precompute`: the shipped Gradient balance results (ds_core.analysis.balance)."""
+    from ds_core.analysis.balance.shipped import precompute
     from ds_core.store import ResultsStore
 
     set_threads(args.threads)
@@ -273,27 +265,21 @@ def balance_cmd(args) -> int:
             print(f"{100 * f:5.1f}%  {text}", file=sys.stderr, flush=True)
 
     with engine_of(args) as engine:
-        out = _precompute(args, store, progress, engine)
+        out = precompute(
+            args.out,
+            args.checkpoints,
+            [n for n in args.names.split(",") if n],
+            dataset_sizes=args.sizes,
+            n=args.n,
+            sweep_sizes=args.sweep_sizes,
+            per_size=args.per_size,
+            store=store,
+            seed=args.seed,
+            progress=progress,
+            engine=engine,
+        )
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
-
-
-def _precompute(args, store, progress, engine):
-    from ds_core.analysis.balance.shipped import precompute
-
-    return precompute(
-        args.out,
-        args.checkpoints,
-        [n for n in args.names.split(",") if n],
-        dataset_sizes=args.sizes,
-        n=args.n,
-        sweep_sizes=args.sweep_sizes,
-        per_size=args.per_size,
-        store=store,
-        seed=args.seed,
-        progress=progress,
-        engine=engine,
-    )
 
 
 def real_model_cmd(args) -> int:

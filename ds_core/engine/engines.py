@@ -163,7 +163,7 @@ class RayEngine:
     # --- running -------------------------------------------------------------------------------------
     def map(self, units: Sequence[WorkUnit]) -> Iterator[tuple[WorkUnit, dict]]:
         ray = _ray()
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+        from ray.exceptions import RayActorError, RayTaskError
 
         self.start_actors()
         queue = deque((u, 0) for u in units)
@@ -179,9 +179,7 @@ class RayEngine:
             u, tries, a = running.pop(ref)
             try:
                 result = ray.get(ref)
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
-                if isinstance(e, RayTaskError):
-                    raise self._failure(u, e) from None
+            except RayActorError as e:  # the actor died (ActorDiedError, ActorUnavailableError)
                 if tries >= self.max_retries:
                     raise EngineError(
                         f"{u.kind} unit on {u.checkpoint.path}: its worker died {tries + 1} times ({type(e).__name__})"
