@@ -17,12 +17,14 @@ if _ROOT not in sys.path:  # run as a page or alone (AppTest): ds_core and ui li
 
 import streamlit as st  # noqa: E402
 
+from ds_core.analysis.decisions import DEFAULT_N  # noqa: E402
 from ds_core.engine.engines import where_computed  # noqa: E402
 from ds_core.models.checkpoint import CheckpointError  # noqa: E402
 from ds_core.paper import LABELS  # noqa: E402
 from ds_core.store import StoreError  # noqa: E402
 from ds_core.training import lab_index  # noqa: E402
 from ui.charts.calibration import accuracy_figure, calibration_figure, predicted_observed_figure  # noqa: E402
+from ui.charts.regret import regret_figure  # noqa: E402
 from ui.common import (  # noqa: E402
     add_user_checkpoint,
     chart,
@@ -46,6 +48,7 @@ from ui.services.calibration import (
     parse_size_list,
 )
 from ui.services.calibration_compute import compute_missing, measured_seconds, missing_episodes
+from ui.services.calibration_regret import percent_regret, regret_command, regret_grid
 from ui.services.calibration_views import (
     calibration_long,
     figure2_reading,
@@ -268,6 +271,34 @@ st.caption(
 po = predicted_observed(frame)
 chart(predicted_observed_figure(po), "calibration_predicted_vs_observed", key="cal_chart_fig3")
 table(po, "calibration_predicted_vs_observed", key="cal_dl_fig3", column_config=_percent(po))
+
+# --- decision regret -----------------------------------------------------------------------------
+st.subheader("What the decisions cost (decision regret)")
+st.caption(
+    "**own** = the episodes' accuracy; **optimal** = the accuracy of the same attempts with every verdict "
+    "the Q-optimal one (keep a correct attempt, revise a wrong one; where the model kept a wrong attempt, "
+    f"the revision is continued {DEFAULT_N} times with optimal verdicts); **regret** = optimal − own = "
+    "**wrong kept** + **correct revised**; **no save**: the share of episodes kept wrong that no optimal "
+    "continuation saved (the sampling policy's limit, not the decision's). Bootstrap 95% over episodes. "
+    "Source: **store** (`python -m ds_core decisions`), **shipped** (ds_core/data/decisions_v1.json, "
+    "computed on this checkpoint's content with these settings) or **missing**."
+)
+regret, regret_notes = regret_grid(grid.refs, sizes, settings, store)
+for note in regret_notes:
+    st.warning(note)
+chart(regret_figure(regret, size_names), "calibration_decision_regret", key="cal_chart_regret")
+table(percent_regret(regret), "calibration_decision_regret", key="cal_dl_regret")
+todo_refs = [r for r in grid.refs if (regret[regret["checkpoint"] == r.label]["source"] == "missing").any()]
+if todo_refs:
+    st.info(
+        "Missing regret cells are computed by the command line (a full run, 7 sizes x 100 problems with "
+        f"{DEFAULT_N} continuations per decision, takes tens of minutes on a CPU) and then show here:"
+    )
+    missing_sizes = {
+        r.label: list(regret[(regret["checkpoint"] == r.label) & (regret["source"] == "missing")]["size"])
+        for r in todo_refs
+    }
+    st.code("\n".join(regret_command(r, missing_sizes[r.label], settings) for r in todo_refs), language="bash")
 
 with st.expander("All numbers (per checkpoint and size, %)"):
     table(percent_view(frame), "calibration_all", key="cal_dl_all")

@@ -12,14 +12,7 @@ The model's own probability of STOP there is q = p([STOP]) / (p([STOP]) + p([RES
 transcript (teacher forcing). The optimal verdict is the one with the larger Q ("either" when they
 are equal); its advantage is Q(chosen) - Q(other).
 
-Regret (`regret_summary`): per episode, at its first decision, the value of the verdict the model
-chose and of the better one, both estimated the same way (so the comparison is not between an
-estimate and one observed outcome): own = Q(chosen), optimal = max(Q(STOP), Q(RESAMPLE)), regret =
-optimal - own >= 0 (a one-step policy improvement: the later decisions stay the model's own). The
-regret splits exactly into *wrong kept* (STOP after a wrong attempt: regret Q(RESAMPLE)) and
-*correct revised* (RESAMPLE after a correct one: regret 1 - Q(RESAMPLE)); wrong attempts where no
-verdict can help (Q(RESAMPLE) = 0: the sampling policy's limit, not the decision's) are counted
-apart. Intervals: a bootstrap over episodes.
+Decision regret over a test set (every verdict replaced by the optimal one): ds_core.analysis.regret.
 """
 
 from __future__ import annotations
@@ -27,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
 from ds_core.analysis.metrics import wilson_interval as wilson  # the project's Wilson interval
@@ -39,7 +31,8 @@ DEFAULT_N = 32
 # rows per rollout batch for the continuations: rows are sorted by length, and at the default 256
 # one batch pads every continuation to the longest prefix (measured on rl, 3x5, 176 continuations,
 # one thread: 8.9 s at 256, 4.8 s at 64, 4.9 s at 32, 6.1 s at 16). Sampling does not depend on it.
-CONTINUATION_BATCH = 64
+CONTINUATION_BATCH = 256
+COMPACT_AT = 0.25
 COLUMNS = (
     "episode",
     "attempt",
@@ -63,7 +56,7 @@ class DecisionValueError(UserError, ValueError):
     pass
 
 
-def _verdict_ids(ckpt) -> dict:
+def verdict_ids(ckpt) -> dict:
     from ds_core.episodes.tokenizer import decision_token_ids
 
     ids = decision_token_ids(ckpt.tokenizer)
@@ -94,7 +87,7 @@ def decision_values(
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
         raise DecisionValueError(f"the number of continuations must be in 1..1024, got {n!r}")
-    ids = _verdict_ids(ckpt)
+    ids = verdict_ids(ckpt)
     streams = [str(i) for i in range(len(episodes))] if streams is None else [str(s) for s in streams]
     points, requests, names = [], [], []
     for e, ep in enumerate(episodes):
@@ -119,7 +112,15 @@ def decision_values(
     rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
     if requests:  # rollout takes the model lock per batch: other sessions are not held up for the whole run
         conts = rollout(
-            ckpt.model, ckpt.tokenizer, ckpt.format, requests, rcfg, seed=seed, streams=names, progress=tick
+            ckpt.model,
+            ckpt.tokenizer,
+            ckpt.format,
+            requests,
+            rcfg,
+            seed=seed,
+            streams=names,
+            progress=tick,
+            compact_at=COMPACT_AT,
         )
     scores = score(ckpt, [ep.token_ids for ep in episodes]) if episodes else ()
     rows, c = [], 0
@@ -170,7 +171,7 @@ def continuations(ckpt, episode, attempt: int, cfg, *, n: int = DEFAULT_N, seed:
     from ds_core.models.rollout import rollout
     from ds_core.models.sampling import Prefix
 
-    ids = _verdict_ids(ckpt)
+    ids = verdict_ids(ckpt)
     d = next((x for x in episode.decisions if x.index + 1 == attempt), None)
     if d is None:
         raise DecisionValueError(f"the episode has no verdict after attempt {attempt}")
@@ -179,103 +180,6 @@ def continuations(ckpt, episode, attempt: int, cfg, *, n: int = DEFAULT_N, seed:
     prefix = Prefix(episode.problem, tuple(episode.token_ids[: d.start]) + (ids["RESAMPLE"],), episode.prompt_len)
     rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
     names = [f"q:{stream}:{attempt}:{j}" for j in range(n)]
-    return rollout(ckpt.model, ckpt.tokenizer, ckpt.format, [prefix] * n, rcfg, seed=seed, streams=names)
-
-
-def episode_regret(values: pd.DataFrame) -> pd.DataFrame:
-    """Per episode with a decision (its first one): own = Q(chosen), optimal = max Q, regret and its
-    cause (module docstring): 'wrong kept', 'correct revised', 'none', and whether the attempt was
-    wrong with Q(RESAMPLE) = 0 ('cannot succeed')."""
-    first = values.sort_values(["episode", "attempt"]).groupby("episode", sort=True).head(1)
-    out = first[["episode", "attempt_correct", "chosen", "q_stop", "q_resample"]].copy()
-    own = np.where(out["chosen"] == "STOP", out["q_stop"], out["q_resample"])
-    best = np.maximum(out["q_stop"], out["q_resample"])
-    out["own"], out["optimal"], out["regret"] = own, best, best - own
-    out["wrong_kept"] = np.where(~out["attempt_correct"] & (out["chosen"] == "STOP"), out["regret"], 0.0)
-    out["correct_revised"] = np.where(out["attempt_correct"] & (out["chosen"] == "RESAMPLE"), out["regret"], 0.0)
-    out["cannot_succeed"] = ~out["attempt_correct"] & (out["q_resample"] == 0)
-    return out.reset_index(drop=True)
-
-
-def _boot(x: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def regret_summary(per_episode: pd.DataFrame, size: str = "") -> dict:
-    """Means over episodes with bootstrap 95% intervals: own and optimal accuracy (estimated),
-    regret, and its parts (wrong kept + correct revised = regret), the share of episodes whose
-    first attempt is wrong and cannot be saved by any verdict."""
-    out: dict = {"size": size, "episodes": int(len(per_episode))}
-    for name in ("own", "optimal", "regret", "wrong_kept", "correct_revised"):
-        x = per_episode[name].to_numpy(dtype=float) if len(per_episode) else np.array([])
-        out[name] = float(x.mean()) if len(x) else float("nan")
-        out[f"{name}_lo"], out[f"{name}_hi"] = _boot(x)
-    cs = per_episode["cannot_succeed"].to_numpy(dtype=float) if len(per_episode) else np.array([])
-    out["cannot_succeed"] = float(cs.mean()) if len(cs) else float("nan")
-    return out
-
-
-def regret_run(
-    ckpt,
-    sizes: Sequence[str],
-    *,
-    n_problems: int,
-    n: int = DEFAULT_N,
-    seed: int = 0,
-    cfg=None,
-    store=None,
-    progress: Callable[[str, int, int], None] | None = None,
-    engine=None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(decision values of every size, one regret_summary row per size) for `ckpt`'s evaluation runs
-    (ds_core.analysis.evaluate: the same episodes the Calibration page shows), each size's values
-    kept in `store` (a blob keyed by the run's digest, n and the version) and read back from it.
-    `engine` (ds_core.engine): the runs and the values the store lacks are computed there as work
-    units (the same rows; an interrupted job resumes from the units already stored)."""
-    from ds_core.analysis.evaluate import episodes_without_store, evaluate
-    from ds_core.episodes.tasks import TaskSpec
-    from ds_core.models.sampling import SamplingConfig
-
-    cfg = cfg or SamplingConfig()
-    _verdict_ids(ckpt)
-    all_values, rows = [], []
-    for size in sizes:
-        spec = TaskSpec.parse(size)
-        res = evaluate(ckpt, [spec], n=n_problems, cfg=cfg, seed=seed, store=store, engine=engine)
-        sr = res.sizes[0]
-        key = {"version": VERSION, "run": sr.key.digest(), "n": n, "seed": seed}
-        hit = store.get_blob(KIND, key) if store is not None else None
-        if hit is not None:
-            values = pd.DataFrame(hit["rows"], columns=list(COLUMNS))
-        else:
-            episodes = (
-                store.load_episodes(sr.key)
-                if store is not None
-                else episodes_without_store(ckpt, spec, n_problems, cfg, seed)
-            )
-            streams = [f"{sr.key.task_spec}:{i}" for i in range(len(episodes))]
-            tick = (lambda d, t, _s=spec.name: progress(_s, d, t)) if progress else None
-            units = []
-            if engine is not None:
-                from ds_core.engine.jobs import decision_values as on_engine
-
-                values, units = on_engine(
-                    ckpt, episodes, cfg, n=n, seed=seed, streams=streams, engine=engine, store=store, progress=tick
-                )
-            else:
-                values = decision_values(ckpt, episodes, cfg, n=n, seed=seed, streams=streams, progress=tick)
-            if store is not None:
-                store.put_blob(KIND, key, {"rows": values.to_dict("records")})
-                if units:
-                    from ds_core.engine.jobs import forget_units
-
-                    forget_units(store, units)
-        values.insert(0, "size", spec.name)
-        all_values.append(values)
-        rows.append(regret_summary(episode_regret(values), spec.name))
-    return pd.concat(all_values, ignore_index=True) if all_values else pd.DataFrame(), pd.DataFrame(rows)
+    return rollout(
+        ckpt.model, ckpt.tokenizer, ckpt.format, [prefix] * n, rcfg, seed=seed, streams=names, compact_at=COMPACT_AT
+    )

@@ -218,7 +218,6 @@ def ood_gain_from_decisions(evals: Mapping[str, Mapping]) -> Claim:
     )
 
 
-DECISIONS_FILE = "decisions_v1.json"  # shipped decision values (python -m ds_core decisions --json)
 FOLLOWS_MIN_POINTS = 20
 FOLLOWS_SUPPORTED = 0.8  # Wilson lower bound of the share of verdicts that pick the better value
 
@@ -280,7 +279,8 @@ def claims(
 
 def shipped_claims(checkpoints: Sequence[str] = ("base", "sft", "sft_reflection", "rl")) -> list[Claim]:
     """The claims on the shipped checkpoints' own files (eval.json, the balance precompute, the toy)."""
-    from ds_core.analysis.balance.shipped import PACKAGE_DATA, load_shipped
+    from ds_core.analysis.balance.shipped import load_shipped
+    from ds_core.analysis.regret import shipped_documents
     from ds_core.analysis.toy_sweeps import toy_view
     from ds_core.models.checkpoint import content_hash
     from ds_core.paths import SHIPPED_DIR
@@ -292,8 +292,7 @@ def shipped_claims(checkpoints: Sequence[str] = ("base", "sft", "sft_reflection"
         if p.is_file():
             evals[c] = jsonread.read(p, expect=dict)
     sh = load_shipped()
-    dec_file = PACKAGE_DATA / DECISIONS_FILE
-    values = jsonread.read(dec_file, expect=dict).get("checkpoints", {}) if dec_file.is_file() else {}
+    values = shipped_documents()
     hashes = {c: content_hash(SHIPPED_DIR / c) for c in values if (SHIPPED_DIR / c / "config.json").is_file()}
     return claims(evals, sh.dataset, sh.sweep_slopes, toy_view().summary, values, hashes)
 

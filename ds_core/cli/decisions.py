@@ -16,7 +16,7 @@ def _pct(x: float, lo: float, hi: float) -> str:
 def format_regret(table) -> str:
     head = (
         f"{'size':>5} {'eps':>4}  {'own acc':>17}  {'optimal acc':>17}  {'regret':>17}  "
-        f"{'wrong kept':>17}  {'correct revised':>17}  {'no save':>7}"
+        f"{'wrong kept':>17}  {'correct revised':>17}  {'kept/revised':>12}  {'no save':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in table.to_dict("records"):
@@ -26,6 +26,7 @@ def format_regret(table) -> str:
                 _pct(r[k], r[f"{k}_lo"], r[f"{k}_hi"])
                 for k in ("own", "optimal", "regret", "wrong_kept", "correct_revised")
             )
+            + f"  {r['n_wrong_kept']:>5}/{r['n_correct_revised']:<6}"
             + f"  {100 * r['cannot_succeed']:6.1f}%"
         )
     return "\n".join(lines)
@@ -34,7 +35,7 @@ def format_regret(table) -> str:
 def decisions_cmd(args) -> int:
     from tqdm import tqdm
 
-    from ds_core.analysis.decisions import regret_run
+    from ds_core.analysis.regret import regret_run
     from ds_core.cli.commands import engine_of, sampling_config, set_threads
     from ds_core.episodes.tasks import parse_sizes
     from ds_core.models.checkpoint import load_checkpoint
@@ -56,7 +57,7 @@ def decisions_cmd(args) -> int:
         bar.update(done - bar.n)
 
     with engine_of(args) as engine:
-        values, table = regret_run(
+        values, per_episode, table = regret_run(
             ckpt,
             sizes,
             n_problems=args.n,
@@ -75,9 +76,12 @@ def decisions_cmd(args) -> int:
     )
     print(format_regret(table))
     print(
-        "At each episode's first decision: own = Q(the verdict chosen), optimal = max(Q(STOP), Q(RESAMPLE)), "
-        "regret = optimal - own = wrong kept + correct revised (bootstrap 95% over episodes); no save: "
-        "episodes whose first attempt is wrong and no continuation was correct."
+        "own = the episodes' accuracy; optimal = the accuracy with every verdict the Q-optimal one (keep a "
+        "correct attempt, revise a wrong one; where the model kept a wrong attempt, the revision's "
+        "continuations resampled with optimal verdicts); regret = optimal - own = wrong kept + correct "
+        "revised (bootstrap 95% over episodes); kept/revised: episodes where the model kept a wrong "
+        "attempt / revised a correct one; no save: the share of episodes kept wrong that no optimal "
+        "continuation saved."
     )
     if args.json:  # the values with where they came from (what the Hypothesis page reads when shipped)
         import json
@@ -96,7 +100,10 @@ def decisions_cmd(args) -> int:
             "n": args.n,
             "continuations": args.continuations,
             "seed": args.seed,
+            "sampling": cfg.key(),
             "rows": to_jsonable(values.to_dict("records")),
+            "regret": to_jsonable(per_episode.to_dict("records")),
+            "summary": to_jsonable(table.to_dict("records")),
         }
         Path(args.json).expanduser().write_text(json.dumps(doc) + "\n")
         print(f"wrote {args.json}")

@@ -1,7 +1,7 @@
 """Batch jobs cut into work units, run on an engine (ds_core.engine.engines), results into the store.
 
 The batch functions (ds_core.analysis.evaluate.evaluate, ds_core.attribution.dataset.attribute_dataset,
-ds_core.analysis.decisions.regret_run) take `engine=`; with one they hand their missing work to
+ds_core.analysis.regret.regret_run) take `engine=`; with one they hand their missing work to
 these functions instead of computing it in-process, then go on exactly as before.
 
 Same numbers: every episode draws from its own seeded stream named by its place in its run
@@ -201,8 +201,9 @@ def decision_values(
     chunk: int = DECISION_CHUNK,
     progress: Callable[[int, int], None] | None = None,
 ):
-    """ds_core.analysis.decisions.decision_values of `episodes` (named `streams`) through `engine`,
-    `chunk` episodes a unit: the same rows, the `episode` column counted over all of them."""
+    """(ds_core.analysis.decisions.decision_values of `episodes` (named `streams`), their
+    ds_core.analysis.regret.optimal_counts, the units) through `engine`, `chunk` episodes a unit: the
+    same rows, the `episode` column counted over all of them."""
     import pandas as pd
 
     from ds_core.analysis.decisions import COLUMNS
@@ -218,17 +219,20 @@ def decision_values(
             "seed": int(seed),
             "cfg": cfg.to_dict(),
             "format": fmt,
+            "optimal": True,
         }
         u = WorkUnit("decisions", ref, payload, size=len(part))
         units.append(u)
         starts[u.digest] = i0
     parts: dict[int, list] = {}
+    counts: dict[int, list] = {}
 
     def got(u: WorkUnit, result: dict) -> None:
         i0 = starts[u.digest]
         parts[i0] = [{**r, "episode": int(r["episode"]) + i0} for r in result["rows"]]
+        counts[i0] = list(result["counts"])
 
     _run(ckpt, units, engine, store, progress, len(episodes), 0, got)
     rows = [r for i0 in sorted(parts) for r in parts[i0]]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame, units
+    return frame, [c for i0 in sorted(counts) for c in counts[i0]], units

@@ -9,7 +9,8 @@ a job recognises a unit it already finished (ds_core.engine.jobs).
 Kinds:
 - "sample":    rollout of `problems` with `streams` -> {"episodes": [Episode dicts]};
 - "attribute": attribute() of each (episode, objective) pair -> {"results": [AttributionResult dicts]};
-- "decisions": decision_values() of `episodes` -> {"rows": [rows of ds_core.analysis.decisions.COLUMNS]};
+- "decisions": decision_values() of `episodes` -> {"rows": [rows of ds_core.analysis.decisions.COLUMNS]},
+               and with "optimal" in the payload also {"counts": ds_core.analysis.regret.optimal_counts()};
 - "probe":     nothing but where the worker runs the model (the job keys its runs by it).
 Every result also says where it ran: {"placement": the model's device/dtype key, "format": the
 episode format's key}, which the driver checks against the job's run keys.
@@ -162,7 +163,7 @@ def execute(unit: WorkUnit, loaded: Loaded) -> dict:
         if unit.kind == "attribute":
             ref = loaded.get(CheckpointRef(**p["ref"])) if p.get("ref") else None
             return {**_where(ckpt), "results": _attribute(ckpt, ref, p)}
-        return {**_where(ckpt), "rows": _decisions(ckpt, p, SamplingConfig(**p["cfg"]))}
+        return {**_where(ckpt), **_decisions(ckpt, p, SamplingConfig(**p["cfg"]))}
     except UserError as e:  # bad input for this computation: the same everywhere, so not retried
         raise UnitFailed(f"{unit.kind} unit on {unit.checkpoint.path}: {e}") from None
 
@@ -189,10 +190,14 @@ def _attribute(ckpt, ref, p) -> list[dict]:
     return out
 
 
-def _decisions(ckpt, p, cfg) -> list[dict]:
+def _decisions(ckpt, p, cfg) -> dict:
     from ds_core.analysis.decisions import decision_values
+    from ds_core.analysis.regret import optimal_counts
     from ds_core.episodes.episode import Episode
 
     eps = [Episode.from_dict(x) for x in p["episodes"]]
-    values = decision_values(ckpt, eps, cfg, n=int(p["n"]), seed=int(p["seed"]), streams=p["streams"])
-    return values.to_dict("records")
+    kw = {"n": int(p["n"]), "seed": int(p["seed"]), "streams": p["streams"]}
+    out = {"rows": decision_values(ckpt, eps, cfg, **kw).to_dict("records")}
+    if p.get("optimal"):
+        out["counts"] = optimal_counts(eps, cfg, ckpt, **kw)
+    return out

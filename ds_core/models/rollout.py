@@ -65,12 +65,21 @@ def rollout(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     streams: Sequence[str | int] | None = None,
+    compact_at: float = 0.0,
+    until_verdict: bool = False,
 ) -> list[Episode]:
     """Sample one episode per request. `progress(k)` is called as k more episodes finish.
 
     Episode i draws its random numbers from the stream (seed, streams[i]); streams default to
     the request's index. Give explicit streams to batch several independent runs together.
+    `compact_at`: finished rows leave the batch's cache once they are more than this share of the
+    batch (0: at once). A compaction copies the cache; many short rows that finish one by one (the
+    continuations behind Q-values) run faster with 0.25. The sampled tokens do not depend on it
+    beyond float rounding of the batch's matrix products. `until_verdict`: a row also ends at its
+    next [RESAMPLE] below the retry cap (the caller writes what follows the verdict).
     """
+    if not 0 <= compact_at < 1:
+        raise RolloutError(f"compact_at must be in [0, 1), got {compact_at!r}")
     cfg = cfg or SamplingConfig()
     streams = list(range(len(requests))) if streams is None else list(streams)
     if len(streams) != len(requests):
@@ -99,6 +108,8 @@ def rollout(
                 cfg,
                 seed,
                 progress,
+                compact_at,
+                until_verdict,
             )
         for i, ep in zip(rows, batch):
             out[i] = ep
@@ -116,7 +127,9 @@ def _cache_of(outp):
     return c if c is not None else outp.past_key_values
 
 
-def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed, progress):
+def _rollout_batch(
+    model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed, progress, compact_at=0.0, until_verdict=False
+):
     device = next(model.parameters()).device
     dec = decision_token_ids(tokenizer) or {}
     stop_id, resample_id = dec.get("STOP"), dec.get("RESAMPLE")
@@ -130,10 +143,18 @@ def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed,
     # a prefix may already hold attempts: they count toward the retry cap
     resamples = [sum(1 for t in p.ids[p.prompt_len :] if t == resample_id) for p in prefixes]
     truncated = [False] * n
-    width = max(len(p.ids) for p in prefixes)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for r, p in enumerate(prefixes):
+    # rows with the same prefix (continuations of one transcript) share one prefill: the prompt is
+    # run once per distinct prefix and its cache copied to the rows (batches without repeats run as before)
+    first: dict[tuple, int] = {}
+    distinct, of_row = [], []
+    for p in prefixes:
+        of_row.append(first.setdefault(tuple(p.ids), len(distinct)))
+        if of_row[-1] == len(distinct):
+            distinct.append(p)
+    width = max(len(p.ids) for p in distinct)
+    ids = torch.full((len(distinct), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(distinct), width), dtype=torch.long)
+    for r, p in enumerate(distinct):
         ids[r, width - len(p.ids) :] = torch.tensor(p.ids)
         mask[r, width - len(p.ids) :] = 1
     ids, mask = ids.to(device), mask.to(device)
@@ -148,12 +169,22 @@ def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed,
     )
     cache, logits = _cache_of(outp), outp.logits[:, -1]
     next_pos = pos[:, -1] + 1
-    active = list(range(n))  # batch row -> episode row
-    while active:
-        u = torch.tensor([rngs[r].random() for r in active], dtype=torch.float32, device=device)
+    if len(distinct) < n:
+        sel = torch.tensor(of_row, device=device)
+        cache.batch_select_indices(sel)
+        logits, mask, next_pos = logits[sel], mask[sel], next_pos[sel]
+    slots: list[int | None] = list(range(n))  # batch row -> episode row (None: finished, awaiting compaction)
+    live = n
+    while live:
+        u = torch.tensor(
+            [rngs[r].random() if r is not None else 0.0 for r in slots], dtype=torch.float32, device=device
+        )
         tok = _sample(logits, u, cfg).tolist()
-        keep = []
-        for j, r in enumerate(active):
+        finished = 0
+        for j, r in enumerate(slots):
+            if r is None:
+                tok[j] = pad_id
+                continue
             t = int(tok[j])
             generated[r].append(t)
             done = False
@@ -161,22 +192,26 @@ def _rollout_batch(model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed,
                 done = True
             elif t == resample_id:
                 resamples[r] += 1
-                done = resamples[r] >= cfg.max_attempts
+                done = until_verdict or resamples[r] >= cfg.max_attempts
             if not done and len(generated[r]) >= budgets[r]:
                 done, truncated[r] = True, True
-            if not done:
-                keep.append(j)
-        if progress and len(keep) < len(active):
-            progress(len(active) - len(keep))
-        if not keep:
+            if done:
+                slots[j], finished = None, finished + 1
+        live -= finished
+        if progress and finished:
+            progress(finished)
+        if not live:
             break
-        if len(keep) < len(active):
+        # drop finished rows from the cache; with `compact_at` > 0 only once they are that share of
+        # the batch (a compaction copies the whole cache: about the cost of a decoding step)
+        if finished and len(slots) - live > compact_at * len(slots):
+            keep = [j for j, r in enumerate(slots) if r is not None]
             sel = torch.tensor(keep, device=device)
             cache.batch_select_indices(sel)
             mask, next_pos = mask[sel], next_pos[sel]
             tok = [tok[j] for j in keep]
-            active = [active[j] for j in keep]
-        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
+            slots = [slots[j] for j in keep]
+        mask = torch.cat([mask, torch.ones((len(slots), 1), dtype=mask.dtype, device=device)], dim=1)
         inp = torch.tensor(tok, dtype=torch.long, device=device).unsqueeze(-1)
         outp = model(
             input_ids=inp,

@@ -38,8 +38,8 @@ def test_renders_shipped_numbers_on_an_empty_store(data_dir):
     assert {"base", "sft", "sft_reflection", "rl", "paper: RL", "paper: Base"} <= set(t1.index)
     assert t1.at["base", "3x3"] == "93 (88–98)" and t1.at["rl", "source"] == "eval.json"
     assert t1.at["paper: RL", "3x9"] == "34"
-    assert len(at.get("plotly_chart")) == 4  # Table 1, Figures 2 and 3, the DS lab section
-    assert len(at.get("download_button")) == 5  # every table has its CSV (the lab section's too)
+    assert len(at.get("plotly_chart")) == 5  # Table 1, Figures 2 and 3, decision regret, the DS lab section
+    assert len(at.get("download_button")) == 6  # every table has its CSV (the lab section's too)
     assert not [b for b in at.button if b.label == "Compute missing runs"]  # nothing missing
     assert any("28 from eval.json" in c.value for c in at.caption)
     assert not at.error
@@ -178,3 +178,28 @@ def test_an_unusable_eval_json_is_named_and_its_cells_computed(data_dir, tmp_pat
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert any(word in w.value for w in at.warning)
         assert _table1(at).at[name, "source"] == "missing"
+
+
+def _regret(at):
+    return next(d.value for d in at.dataframe if "wrong kept" in d.value.columns).set_index("checkpoint")
+
+
+def test_decision_regret_from_the_store_else_the_command_that_computes_it(data_dir):
+    from ds_core.analysis.regret import regret_run
+    from ds_core.models.checkpoint import load_checkpoint
+
+    at = _request(_page().run(), ["rl"], "3x3", 3)
+    assert not at.exception and _regret(at).at["rl", "source"] == "missing"
+    code = "\n".join(c.value for c in at.code)
+    assert "python -m ds_core decisions --checkpoint" in code and "--sizes 3x3 --n 3 --continuations 32" in code
+    _, _, table = regret_run(
+        load_checkpoint(REPO / "checkpoints" / "rl"), ["3x3"], n_problems=3, n=32, store=ResultsStore(data_dir)
+    )
+    at = _request(_page().run(), ["rl"], "3x3", 3)
+    r = _regret(at)
+    assert not at.exception and r.at["rl", "source"] == "store" and r.at["rl", "episodes"] == 3
+    own = table.iloc[0]
+    assert r.at["rl", "own"].startswith(f"{100 * own['own']:.1f} (") and r.at["rl", "regret"].startswith(
+        f"{100 * own['regret']:.1f}"
+    )
+    assert not any("python -m ds_core decisions" in c.value for c in at.code)

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from ds_core.analysis.decisions import regret_run
+from ds_core.analysis.regret import regret_run
 from ds_core.analysis.evaluate import evaluate, problems_for
 from ds_core.attribution.dataset import attribute_dataset
 from ds_core.engine.engines import EngineError, InProcessEngine, RayEngine
@@ -96,10 +96,10 @@ def test_attribution_on_ray_equals_local(ckpt, engine, tmp_path):
 
 def test_decisions_on_ray_equal_local(ckpt, engine, tmp_path):
     local, remote = ResultsStore(tmp_path / "a"), ResultsStore(tmp_path / "b")
-    va, ta = regret_run(ckpt, ["3x3"], n_problems=20, n=4, store=local)
-    vb, tb = regret_run(ckpt, ["3x3"], n_problems=20, n=4, store=remote, engine=engine)  # units of 16 + 4
-    assert len(va) > 20
-    assert va.equals(vb) and ta.equals(tb)
+    va, pa, ta = regret_run(ckpt, ["3x3", "3x5"], n_problems=20, n=4, store=local)
+    vb, pb, tb = regret_run(ckpt, ["3x3", "3x5"], n_problems=20, n=4, store=remote, engine=engine)  # units of 16 + 4
+    assert len(va) > 40 and (pa["departure"] == "wrong kept").any()  # optimal continuations were rolled too
+    assert va.equals(vb) and pa.equals(pb) and ta.equals(tb)
     assert _unit_blobs(remote) == 0
 
 

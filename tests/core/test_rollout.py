@@ -414,6 +414,36 @@ def test_prefix_retry_cap_counts_prefix_resamples(model, tok, fmt, dec):
     assert len(e.attempts) == 3
 
 
+def test_repeated_prefixes_share_one_prefill_and_sample_as_alone(model, tok, fmt):
+    """Continuations of one transcript (the same prefix, many streams) are prefilled once and copied:
+    each row samples what it samples alone, and lazy compaction (compact_at) changes nothing."""
+    probs = [Problem(123, 4567), Problem(405, 99)]
+    prefixes = [_retry_prefix(fmt, tok, p) for p in probs]
+    reqs = [prefixes[i % 2] for i in range(10)]
+    names = [f"q:{i}" for i in range(10)]
+    cfg = SamplingConfig(max_new_tokens=60)
+    together = rollout(model, tok, fmt, reqs, cfg, seed=3, streams=names)
+    alone = [rollout(model, tok, fmt, [r], cfg, seed=3, streams=[s])[0] for r, s in zip(reqs, names)]
+    assert _ids(together) == _ids(alone)
+    assert len({e.token_ids for e in together}) > 2  # the streams differ, not one continuation copied
+    for c in (0.25, 0.5, 0.9):
+        assert _ids(rollout(model, tok, fmt, reqs, cfg, seed=3, streams=names, compact_at=c)) == _ids(alone)
+    with pytest.raises(RolloutError, match="compact_at"):
+        rollout(model, tok, fmt, reqs, cfg, compact_at=1.0)
+
+
+def test_until_verdict_stops_at_the_next_resample(model, tok, fmt, dec):
+    p = Problem(123, 4567)
+    px = _retry_prefix(fmt, tok, p)
+    e = rollout(Forced(model, dec["RESAMPLE"]), tok, fmt, [px], SamplingConfig(), seed=0, until_verdict=True)[0]
+    assert e.token_ids == px.ids + (dec["RESAMPLE"],)  # one more verdict, then the row ends
+    full = rollout(model, tok, fmt, [px], SamplingConfig(max_new_tokens=200), seed=1)[0]
+    cut = rollout(model, tok, fmt, [px], SamplingConfig(max_new_tokens=200), seed=1, until_verdict=True)[0]
+    new = [d for d in full.decisions if d.start >= len(px.ids)]
+    end = new[0].start + 1 if new else len(full.token_ids)
+    assert cut.token_ids == full.token_ids[:end]  # the same tokens up to the first new verdict
+
+
 # --- validation -------------------------------------------------------------------------------------------
 def test_prompt_longer_than_context(tok, fmt):
     model = init_model(tok, "llama", seed=0, max_positions=12, **TINY)

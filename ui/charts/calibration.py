@@ -42,14 +42,14 @@ def _nan_to_none(xs):
     return [None if math.isnan(x) else float(x) for x in _floats(xs)]
 
 
-def _err(values, lo, hi):
+def error_bars(values, lo, hi):
     """Asymmetric error-bar arrays (plus, minus) from values and interval bounds; gaps where nan."""
     v, lo, hi = _floats(values), _floats(lo), _floats(hi)
     with np.errstate(invalid="ignore"):
         return _nan_to_none(np.maximum(hi - v, 0)), _nan_to_none(np.maximum(v - lo, 0))
 
 
-def _empty(title: str, msg: str) -> go.Figure:
+def empty_figure(title: str, msg: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=msg, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=320)
@@ -63,7 +63,7 @@ def _size_title(sizes) -> str:
         return "size"
 
 
-def _size_axis(fig: go.Figure, sizes, **kw) -> None:
+def size_axis(fig: go.Figure, sizes, **kw) -> None:
     fig.update_xaxes(
         type="category", categoryorder="array", categoryarray=list(sizes), title_text=_size_title(sizes), **kw
     )
@@ -96,7 +96,7 @@ def accuracy_figure(
     have = frame[frame["source"] != "missing"] if len(frame) else frame
     title = f"Accuracy with 95% {'Wald' if interval == 'wald' else 'Wilson'} intervals"
     if not len(have) and (paper is None or not len(paper)):
-        return _empty(title, "no results to show yet: compute the missing runs")
+        return empty_figure(title, "no results to show yet: compute the missing runs")
     if sizes is None:
         extra = list(paper["size"]) if paper is not None else []
         sizes = dict.fromkeys(list(frame["size"]) + extra)
@@ -106,7 +106,7 @@ def accuracy_figure(
     _shade_training(fig, sizes)
     for label, g in have.groupby("checkpoint", sort=False):
         g = g.set_index("size").reindex([s for s in sizes if s in set(g["size"])])
-        plus, minus = _err(g["accuracy"], g[f"{interval}_lo"], g[f"{interval}_hi"])
+        plus, minus = error_bars(g["accuracy"], g[f"{interval}_lo"], g[f"{interval}_hi"])
         fig.add_trace(
             go.Scatter(
                 x=list(g.index),
@@ -143,7 +143,7 @@ def accuracy_figure(
                     hovertemplate=f"<b>{label}</b> (Qwen2.5-7B) %{{x}}<br>accuracy %{{y:.0%}}<extra></extra>",
                 )
             )
-    _size_axis(fig, sizes)
+    size_axis(fig, sizes)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[-0.03, 1.05])
     fig.update_layout(
         title=title,
@@ -168,7 +168,7 @@ def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
     95% error bars. `long` is ui.services.calibration_views.calibration_long(frame)."""
     title = "Calibration model vs size (bootstrap 95% intervals)"
     if not len(long):
-        return _empty(title, "no results to show yet: compute the missing runs")
+        return empty_figure(title, "no results to show yet: compute the missing runs")
     sizes = list(sizes if sizes is not None else dict.fromkeys(long["size"]))
     colours = colour_map(long["checkpoint"])
     gap = 0.04
@@ -230,7 +230,7 @@ def calibration_figure(long: pd.DataFrame, sizes=None) -> go.Figure:
         sub = long[long["quantity"] == q]
         for label, g in sub.groupby("checkpoint", sort=False):
             g = g.set_index("size").reindex([s for s in sizes if s in set(g["size"])])
-            plus, minus = _err(g["value"], g["lo"], g["hi"])
+            plus, minus = error_bars(g["value"], g["lo"], g["hi"])
             traces.append(
                 go.Scatter(
                     x=list(g.index),
@@ -297,7 +297,7 @@ def predicted_observed_figure(po: pd.DataFrame) -> go.Figure:
     title = "Predicted vs observed accuracy (bootstrap 95% intervals)"
     pts = po.dropna(subset=["predicted", "observed"]) if len(po) else po
     if not len(pts):
-        return _empty(title, "no cells with a defined prediction yet")
+        return empty_figure(title, "no cells with a defined prediction yet")
     colours = colour_map(po["checkpoint"])
     fig = go.Figure()
     fig.add_trace(
@@ -307,8 +307,8 @@ def predicted_observed_figure(po: pd.DataFrame) -> go.Figure:
     )
     placed: list[tuple[float, float]] = []  # label anchors so far (points of every checkpoint)
     for label, g in pts.groupby("checkpoint", sort=False):
-        xp, xm = _err(g["observed"], g["observed_lo"], g["observed_hi"])
-        yp, ym = _err(g["predicted"], g["predicted_lo"], g["predicted_hi"])
+        xp, xm = error_bars(g["observed"], g["observed_lo"], g["observed_hi"])
+        yp, ym = error_bars(g["predicted"], g["predicted_lo"], g["predicted_hi"])
         symbols = ["circle" if d else "circle-open" for d in g["in_distribution"]]
         obs, pred = _nan_to_none(g["observed"]), _nan_to_none(g["predicted"])
         fig.add_trace(
