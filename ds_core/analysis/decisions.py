@@ -57,15 +57,33 @@ class DecisionValueError(UserError, ValueError):
 
 
 def verdict_ids(ckpt) -> dict:
+    """The [STOP]/[RESAMPLE] token ids; a text model has none (the decision regret needs them)."""
     from ds_core.episodes.tokenizer import decision_token_ids
 
     ids = decision_token_ids(ckpt.tokenizer)
     if not ids:
         raise DecisionValueError(
-            "this checkpoint writes no [STOP]/[RESAMPLE] tokens: Q-values by resampling need DS-Lens' format "
-            "(for text models, the explorer's 'force a revision' counterfactual is the single-sample version)"
+            "this checkpoint writes no [STOP]/[RESAMPLE] tokens: the decision regret needs DS-Lens' format "
+            "(for a text model the explorer estimates Q-values from a forced revision sentence)"
         )
     return ids
+
+
+def revision_prefix(ckpt, ep, d):
+    """The transcript up to decision `d` with a revision written there: [RESAMPLE], or for a text model
+    a revision sentence its resample markers read as one (ds_core.episodes.forcing)."""
+    from ds_core.episodes.forcing import ForcingError, revision_ids
+    from ds_core.episodes.tokenizer import decision_token_ids
+    from ds_core.models.sampling import Prefix
+
+    ids = decision_token_ids(ckpt.tokenizer)
+    if ids:
+        return Prefix(ep.problem, tuple(ep.token_ids[: d.start]) + (ids["RESAMPLE"],), ep.prompt_len)
+    try:
+        toks, _ = revision_ids(ckpt, ep, d)
+    except ForcingError as e:
+        raise DecisionValueError(str(e)) from None
+    return Prefix(ep.problem, tuple(toks), ep.prompt_len)
 
 
 def decision_values(
@@ -80,14 +98,17 @@ def decision_values(
 ) -> pd.DataFrame:
     """One row (COLUMNS) per decision of every episode: Q(STOP), Q(RESAMPLE) from `n` continuations
     with its Wilson interval, the model's p(STOP), the optimal verdict and the model's probability
-    of it. `episodes` were sampled by `ckpt` with `cfg`; `streams` name them (default: their index)."""
+    of it. `episodes` were sampled by `ckpt` with `cfg`; `streams` name them (default: their index).
+    A text model (no decision tokens): the revision is a forced revision sentence and a stop ends the
+    turn with the attempt's answer; its verdicts are sentences, so p(STOP) is not one token's
+    probability and is left undefined (nan), as is p(optimal)."""
+    from ds_core.episodes.tokenizer import decision_token_ids
     from ds_core.models.rollout import rollout
-    from ds_core.models.sampling import Prefix
     from ds_core.models.teacher_forcing import score
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
         raise DecisionValueError(f"the number of continuations must be in 1..1024, got {n!r}")
-    ids = verdict_ids(ckpt)
+    tokens = bool(decision_token_ids(ckpt.tokenizer))
     streams = [str(i) for i in range(len(episodes))] if streams is None else [str(s) for s in streams]
     points, requests, names = [], [], []
     for e, ep in enumerate(episodes):
@@ -97,7 +118,7 @@ def decision_values(
             points.append((e, d, at_cap))
             if at_cap:
                 continue
-            prefix = Prefix(ep.problem, tuple(ep.token_ids[: d.start]) + (ids["RESAMPLE"],), ep.prompt_len)
+            prefix = revision_prefix(ckpt, ep, d)
             for j in range(n):
                 requests.append(prefix)
                 names.append(f"q:{streams[e]}:{k}:{j}")
@@ -122,7 +143,7 @@ def decision_values(
             progress=tick,
             compact_at=COMPACT_AT,
         )
-    scores = score(ckpt, [ep.token_ids for ep in episodes]) if episodes else ()
+    scores = score(ckpt, [ep.token_ids for ep in episodes]) if episodes and tokens else ()
     rows, c = [], 0
     for e, d, at_cap in points:
         ep = episodes[e]
@@ -136,9 +157,10 @@ def decision_values(
             c += n
             m, q_res = n, k_ok / n
             lo, hi = wilson(k_ok, n)
-        s = scores[e]
-        ps, pr = s.p_stop[d.start], s.p_resample[d.start]
-        p_stop = ps / (ps + pr) if ps + pr > 0 else float("nan")
+        p_stop = float("nan")
+        if tokens:
+            ps, pr = scores[e].p_stop[d.start], scores[e].p_resample[d.start]
+            p_stop = ps / (ps + pr) if ps + pr > 0 else float("nan")
         optimal = "STOP" if q_stop > q_res else ("RESAMPLE" if q_res > q_stop else "either")
         q_chosen, q_other = (q_stop, q_res) if d.verdict == "STOP" else (q_res, q_stop)
         p_opt = p_stop if optimal == "STOP" else (1 - p_stop if optimal == "RESAMPLE" else 1.0)
@@ -169,15 +191,13 @@ def continuations(ckpt, episode, attempt: int, cfg, *, n: int = DEFAULT_N, seed:
     seeded streams and batching as decision_values (episode named `stream`), so they are exactly the
     episodes it counted. Empty at the retry cap (no continuation is rolled there)."""
     from ds_core.models.rollout import rollout
-    from ds_core.models.sampling import Prefix
 
-    ids = verdict_ids(ckpt)
     d = next((x for x in episode.decisions if x.index + 1 == attempt), None)
     if d is None:
         raise DecisionValueError(f"the episode has no verdict after attempt {attempt}")
     if attempt >= cfg.max_attempts:
         return []
-    prefix = Prefix(episode.problem, tuple(episode.token_ids[: d.start]) + (ids["RESAMPLE"],), episode.prompt_len)
+    prefix = revision_prefix(ckpt, episode, d)
     rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
     names = [f"q:{stream}:{attempt}:{j}" for j in range(n)]
     return rollout(

@@ -425,3 +425,33 @@ def test_text_model_revision_uses_the_users_marker(chat_tokenizer):
     cfg = ex.sampling_config(0.7, 1.0, 2)
     cf = ex.counterfactual(ck, ep, 0, type(cfg)(**{**cfg.__dict__, "max_new_tokens": 3}), seed=0)
     assert "Zzqx, let me check that again." in cf.note and cf.episode.decisions[0].verdict == "RESAMPLE"
+
+
+def test_text_model_q_values_come_from_a_forced_revision_sentence(chat_tokenizer):
+    """Q(STOP) is the attempt's answer read by the readers; Q(RESAMPLE) the share of continuations
+    written after the revision sentence that end correct (greedy: all agree with one rollout);
+    p(STOP) is undefined (a sentence, not a token); the regret, which needs tokens, refuses."""
+    import math
+
+    from ds_core.analysis import decisions as D
+    from ds_core.analysis.regret import regret_run
+    from ds_core.episodes.forcing import revision_ids
+    from ds_core.models.rollout import rollout
+    from ds_core.models.sampling import Prefix
+
+    ck = _chat_ckpt(chat_tokenizer)
+    ep = _chat_episode(ck, "12 times 34 is 418. Wait, let me recompute that. So it is 408.")
+    greedy = type(GREEDY)(**{**GREEDY.__dict__, "max_new_tokens": 8, "max_attempts": 3})
+    vals = D.decision_values(ck, [ep], greedy, n=3, seed=0)
+    assert list(vals["chosen"]) == ["RESAMPLE", "STOP"] and list(vals["q_stop"]) == [0.0, 1.0]
+    assert vals["p_stop"].map(math.isnan).all()
+    assert all(math.isnan(r.p_optimal) or r.optimal == "either" for r in vals.itertuples())
+    for r in vals.itertuples():
+        d = ep.decisions[r.attempt - 1]
+        ids, _ = revision_ids(ck, ep, d)
+        one = rollout(ck.model, ck.tokenizer, ck.format, [Prefix(ep.problem, tuple(ids), ep.prompt_len)], greedy)[0]
+        assert r.k in (0, 3) and r.q_resample == float(one.correct)
+    conts = D.continuations(ck, ep, 1, greedy, n=3)
+    assert len(conts) == 3 and all("Wait, let me check that again." in c.text for c in conts)
+    with pytest.raises(D.DecisionValueError, match="needs DS-Lens' format"):
+        regret_run(ck, ["3x3"], n_problems=2, n=2)

@@ -307,6 +307,13 @@ def test_chat_model_segmentation_and_forced_revision(data_dir, tmp_path, chat_to
     at.button(key="ex_cf").click().run()
     assert not at.exception and not at.error
     assert "'Wait, let me check that again.' was written there" in _texts(at, "caption")
+    # Q-values on a text model: from continuations after the revision sentence, p(STOP) left blank
+    at.number_input(key="ex_q_n").set_value(2).run()
+    at.button(key="ex_q_go").click().run()
+    assert not at.exception and not at.error
+    assert "after a revision sentence" in " ".join(m.value for m in at.markdown)
+    vals = next(d.value for d in at.dataframe if "q_resample" in d.value.columns)
+    assert len(vals) == 1 and vals["n"].iloc[0] == 2 and vals["p_stop"].isna().all()
 
 
 def test_group_view_is_the_group_the_advantage_came_from(data_dir):

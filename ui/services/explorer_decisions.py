@@ -12,6 +12,8 @@ import pandas as pd
 
 from ds_core.attribution.input_methods import INPUT_METHODS
 from ds_core.episodes.episode import RESAMPLE, STOP, Episode
+from ds_core.episodes.forcing import ForcingError, revision_ids
+from ds_core.episodes.forcing import end_of_turn_token as forced_end_of_turn
 from ds_core.errors import UserError
 from ds_core.models.locks import MODEL_LOCK  # every model call of the explorer runs under it
 from ui.services.episodes import segment_label, verdicts_text
@@ -167,43 +169,18 @@ def counterfactual(ckpt, ep: Episode, decision_index: int, cfg, seed: int = 0) -
     return Counterfactual(cf, decision_index, d.start, d.verdict, forced, attempts, note)
 
 
-REVISION_SENTENCE = "Wait, let me check that again."
+def _revision_ids(ckpt, ep: Episode, d) -> tuple[list[int], str]:
+    try:
+        return revision_ids(ckpt, ep, d)
+    except ForcingError as e:
+        raise ExplorerError(str(e)) from None
 
 
 def end_of_turn_token(ckpt) -> int:
-    from ds_core.episodes.tokenizer import END_OF_TURN_TOKENS, end_of_turn_ids
-
-    tok = ckpt.tokenizer
-    ids = end_of_turn_ids(tok, getattr(ckpt.model, "generation_config", None))
-    if not ids:
-        raise ExplorerError("the tokenizer has no end-of-sequence or end-of-turn token to end the turn with")
-    by_name = {tok.convert_ids_to_tokens(int(i)): int(i) for i in ids}
-    for name in END_OF_TURN_TOKENS:  # the chat template's end of turn before a bare eos
-        if name in by_name:
-            return by_name[name]
-    return int(tok.eos_token_id) if tok.eos_token_id in ids else min(ids)
-
-
-def _revision_ids(ckpt, ep: Episode, d) -> tuple[list[int], str]:
-    """The transcript up to decision `d` with a revision sentence appended that the format's
-    tagger reads as RESAMPLE: 'Wait, let me check that again.', else one built from each of its
-    resample markers in turn."""
-    fmt, tok = ckpt.format, ckpt.tokenizer
-    head = list(ep.token_ids[: d.start])
-    before = tok.decode(head[ep.prompt_len :])
-    sep = "" if not before or before[-1].isspace() else " "
-    markers = getattr(getattr(fmt, "tagger", None), "resample_markers", ())
-    candidates = [REVISION_SENTENCE] + [f"{m[:1].upper()}{m[1:]}, let me check that again." for m in markers]
-    eot = end_of_turn_token(ckpt)
-    for sentence in candidates:
-        ids = head + tok.encode(sep + sentence, add_special_tokens=False)
-        probe = fmt.parse(ep.problem, ids + [eot], ep.prompt_len, tok)
-        if any(x.verdict == RESAMPLE and x.end > d.start for x in probe.decisions):
-            return ids, sentence
-    raise ExplorerError(
-        "none of the revision sentences tried is read as a revision by the resample markers "
-        f"({', '.join(markers) or 'none'}): add a marker such as 'wait' under 'Prompt and markers'"
-    )
+    try:
+        return forced_end_of_turn(ckpt)
+    except ForcingError as e:
+        raise ExplorerError(str(e)) from None
 
 
 def _text_counterfactual(ckpt, ep: Episode, decision_index: int, d, cfg, seed: int) -> Counterfactual:

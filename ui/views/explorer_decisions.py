@@ -7,6 +7,7 @@ import math
 
 import streamlit as st
 
+from ds_core.episodes.forcing import REVISION_SENTENCE
 from ui.charts.explorer import segment_figure
 from ui.common import chart, table, user_errors
 from ui.services.explorer import (
@@ -18,7 +19,6 @@ from ui.services.explorer import (
     input_frames,
     shading_scale,
 )
-from ui.services.explorer_decisions import REVISION_SENTENCE
 from ui.services.timings import per_unit, record
 from ui.tokens import token_html
 from ui.views.explorer_work import (
@@ -148,17 +148,27 @@ def render(ep, ckpt, decisions, key: tuple, req: dict, shading: str) -> None:
                 st.markdown(f"**Counterfactual** ({cf.forced} forced at token {cf.position})")
                 st.html(token_html(episode_frame(cf.episode), None, highlight=cf.position))
             table(comparison_frame(ep, cf), "counterfactual comparison", key="ex_dl_cf")
-    if has_dec:
-        values_section(ep, key, req)
+    values_section(ep, key, req, has_dec)
 
 
-def values_section(ep, key: tuple, req: dict) -> None:
+def values_section(ep, key: tuple, req: dict, has_dec: bool = True) -> None:
     """Q(STOP) and Q(RESAMPLE) at every verdict of the episode, from N continuations each."""
+    revision = (
+        "written from [RESAMPLE] at that point"
+        if has_dec
+        else f"written after a revision sentence ({REVISION_SENTENCE!r}) put at that point"
+    )
     st.markdown(
         "**What each verdict is worth**: Q(STOP) = this attempt is correct (stopping keeps it); "
-        "Q(RESAMPLE) = the share of N continuations, written from [RESAMPLE] at that point with the same "
+        f"Q(RESAMPLE) = the share of N continuations, {revision} with the same "
         "settings, that end correct (Wilson 95%). At the retry cap a revision ends the episode with the "
         "same answer, so the two are equal there."
+        + (
+            ""
+            if has_dec
+            else " This model's verdicts are sentences, not tokens: its p(STOP) is not one token's "
+            "probability and is left blank."
+        )
     )
     c1, c2 = st.columns([1, 3])
     n = int(c1.number_input("Continuations N", 1, 256, 32, 1, key="ex_q_n"))
@@ -178,8 +188,9 @@ def values_section(ep, key: tuple, req: dict) -> None:
             st.caption(
                 f"After attempt {r.attempt} ({'correct' if r.attempt_correct else 'wrong'}, {chosen}): "
                 f"Q(STOP) = {r.q_stop:.0f}, Q(RESAMPLE) = {r.q_resample:.2f} ({r.k}/{r.n}, "
-                f"{r.q_resample_lo:.2f}–{r.q_resample_hi:.2f}); optimal: {r.optimal}; the model gives it "
-                f"p = {r.p_optimal:.3f}; the chosen verdict's advantage {r.advantage_chosen:+.2f}."
+                f"{r.q_resample_lo:.2f}–{r.q_resample_hi:.2f}); optimal: {r.optimal}; "
+                + ("" if math.isnan(r.p_optimal) else f"the model gives it p = {r.p_optimal:.3f}; ")
+                + f"the chosen verdict's advantage {r.advantage_chosen:+.2f}."
             )
         rolled = [int(a) for a, cap in zip(vals["attempt"], vals["at_cap"]) if not cap]
         if rolled:
