@@ -222,6 +222,17 @@ FOLLOWS_MIN_POINTS = 20
 FOLLOWS_SUPPORTED = 0.8  # Wilson lower bound of the share of verdicts that pick the better value
 
 
+def _provenance(values: Mapping[str, Mapping]) -> str:
+    """What the shipped decision values were computed on, read from the documents themselves."""
+    parts = []
+    for name, doc in values.items():
+        sizes = ", ".join(doc.get("sizes", ())) or "no sizes"
+        parts.append(
+            f"{name}: {doc.get('n', '?')} problems of {sizes}, {doc.get('continuations', '?')} continuations each"
+        )
+    return "; ".join(parts) or "no documents"
+
+
 def decisions_follow_q(values: Mapping[str, Mapping], hashes: Mapping[str, str]) -> Claim:
     """`values`: per checkpoint, a `python -m ds_core decisions --json` document; `hashes`: the
     checkpoints' current content hashes (a document of another version is left out, said so)."""
@@ -248,7 +259,7 @@ def decisions_follow_q(values: Mapping[str, Mapping], hashes: Mapping[str, str])
         "Decisions follow Q-values: the model keeps an attempt when stopping is worth more and revises when "
         "a retry is.",
         "Monte-Carlo Q(STOP) and Q(RESAMPLE) at every verdict of the shipped checkpoints' evaluation episodes "
-        "(ds_core/data/decisions_v1.json: 30 problems of 3x3, 3x4, 3x5, 3x7, 3x9, 16 continuations each).",
+        f"(ds_core/data/decisions_v1.json: {_provenance(values)}).",
         numbers,
         verdict,
         f"over the verdicts where Q differs, supported if the Wilson lower bound of the share choosing the higher Q "

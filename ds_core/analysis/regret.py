@@ -296,3 +296,22 @@ def shipped_documents() -> dict[str, dict]:
 
     path = PACKAGE_DATA / SHIPPED_FILE
     return jsonread.read(path, expect=dict).get("checkpoints", {}) if path.is_file() else {}
+
+
+def ship_document(doc: dict, checkpoint_dir, path=None) -> str:
+    """Put a `decisions --json` document into the shipped file (default: the package's), under the
+    checkpoint's path relative to checkpoints/ (its name elsewhere); returns that name."""
+    import json
+    from pathlib import Path
+
+    from ds_core.paths import PACKAGE_DATA, SHIPPED_DIR
+
+    path = Path(path) if path is not None else PACKAGE_DATA / SHIPPED_FILE
+    try:
+        name = Path(checkpoint_dir).resolve().relative_to(SHIPPED_DIR.resolve()).as_posix()
+    except ValueError:
+        name = str(doc.get("checkpoint"))
+    data = json.loads(path.read_text()) if path.is_file() else {"version": 1, "checkpoints": {}}
+    data.setdefault("checkpoints", {})[name] = doc
+    path.write_text(json.dumps(data) + "\n")
+    return name

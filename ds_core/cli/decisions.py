@@ -80,10 +80,10 @@ def decisions_cmd(args) -> int:
         "correct attempt, revise a wrong one; where the model kept a wrong attempt, the revision's "
         "continuations resampled with optimal verdicts); regret = optimal - own = wrong kept + correct "
         "revised (bootstrap 95% over episodes); kept/revised: episodes where the model kept a wrong "
-        "attempt / revised a correct one; no save: the share of episodes kept wrong that no optimal "
+        "attempt / revised a correct one; no save: the share of all episodes that were kept wrong and that no optimal "
         "continuation saved."
     )
-    if args.json:  # the values with where they came from (what the Hypothesis page reads when shipped)
+    if args.json or args.ship:  # the values with where they came from (what the pages read when shipped)
         import json
         from pathlib import Path
 
@@ -105,8 +105,13 @@ def decisions_cmd(args) -> int:
             "regret": to_jsonable(per_episode.to_dict("records")),
             "summary": to_jsonable(table.to_dict("records")),
         }
-        Path(args.json).expanduser().write_text(json.dumps(doc) + "\n")
-        print(f"wrote {args.json}")
+        if args.json:
+            Path(args.json).expanduser().write_text(json.dumps(doc) + "\n")
+            print(f"wrote {args.json}")
+        if args.ship:
+            from ds_core.analysis.regret import ship_document
+
+            print(f"shipped as {ship_document(doc, ckpt.path)!r} in {args.ship}")
     if args.csv:
         from ds_core.store.csvio import to_csv
 

@@ -123,6 +123,13 @@ def main(argv=None) -> int:
     q.add_argument("--no-store", action="store_true", help="do not read or write the results store")
     q.add_argument("--csv", default=None, help="also write every decision's values to this CSV file")
     q.add_argument("--json", default=None, help="also write them, with their provenance, to this JSON file")
+    q.add_argument(
+        "--ship",
+        action="store_const",
+        const="ds_core/data/decisions_v1.json",
+        default=None,
+        help="also put the document into the package's shipped file (what the pages read on a fresh clone)",
+    )
     q.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl) or the DS lab")

@@ -12,8 +12,8 @@ import signal
 
 import pytest
 
-from ds_core.analysis.regret import regret_run
 from ds_core.analysis.evaluate import evaluate, problems_for
+from ds_core.analysis.regret import regret_run
 from ds_core.attribution.dataset import attribute_dataset
 from ds_core.engine.engines import EngineError, InProcessEngine, RayEngine
 from ds_core.engine.jobs import SAMPLE_CHUNK, UNIT_KIND, sample_runs, sample_units

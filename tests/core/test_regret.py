@@ -151,3 +151,15 @@ def test_the_cli_prints_the_regret_table_and_writes_the_values(tmp_path, capsys)
     assert len(doc["rows"]) == len(pd.read_csv(out)) and len(doc["regret"]) == 3 and doc["summary"][0]["size"] == "3x3"
     assert main(["decisions", "--checkpoint", str(tmp_path), "--quiet"]) == 2  # not a checkpoint: a message
     assert "error:" in capsys.readouterr().err
+
+
+def test_ship_document_merges_under_the_checkpoints_relative_path(tmp_path):
+    import json
+
+    f = tmp_path / "decisions.json"
+    assert R.ship_document({"checkpoint": "rl", "n": 1}, SHIPPED_DIR / "rl", f) == "rl"
+    assert R.ship_document({"checkpoint": "rl", "n": 2}, SHIPPED_DIR / "lab" / "rl" / "seed0", f) == "lab/rl/seed0"
+    assert R.ship_document({"checkpoint": "mine", "n": 3}, tmp_path, f) == "mine"
+    assert R.ship_document({"checkpoint": "rl", "n": 4}, SHIPPED_DIR / "rl", f) == "rl"  # replaced, not added
+    docs = json.loads(f.read_text())["checkpoints"]
+    assert {k: v["n"] for k, v in docs.items()} == {"rl": 4, "lab/rl/seed0": 2, "mine": 3}
