@@ -117,17 +117,16 @@ def optimal_continuations(
 
 def optimal_requests(episodes: Sequence, cfg, ckpt, *, n: int, streams: Sequence[str]) -> tuple[list, list, list]:
     """(episode index, prefixes, stream names) of the optimal continuations the wrong kept episodes need."""
-    from ds_core.analysis.decisions import verdict_ids
-    from ds_core.models.sampling import Prefix
+    from ds_core.analysis.decisions import revision_prefix, verdict_ids
 
-    resample = verdict_ids(ckpt)["RESAMPLE"]
+    verdict_ids(ckpt)  # the regret needs verdict tokens
     which, prefixes, names = [], [], []
     for e, ep in enumerate(episodes):
         kind, i = departure(ep, cfg.max_attempts)
         if kind != WRONG_KEPT:
             continue
         d = next(x for x in ep.decisions if x.index == i)
-        p = Prefix(ep.problem, tuple(ep.token_ids[: d.start]) + (resample,), ep.prompt_len)
+        p = revision_prefix(ckpt, ep, d)
         for j in range(n):
             which.append(e)
             prefixes.append(p)
