@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from ds_core.analysis.metrics import wilson_interval as wilson
@@ -189,31 +190,86 @@ def table_1_order(evals: Mapping[str, Mapping]) -> Claim:
     )
 
 
-def ood_gain_from_decisions(evals: Mapping[str, Mapping]) -> Claim:
-    acc = {c: pooled(evals, c, "accuracy") for c in ("rl", "sft_reflection")}
-    pdw = {c: pooled(evals, c, "p_dW") for c in ("rl", "sft_reflection")}
-    ps = {c: pooled(evals, c, "p_s") for c in ("rl", "sft_reflection")}
+def pooled_regret(doc: Mapping | None, sizes=OOD) -> tuple[float, float, float, int] | None:
+    """Mean decision regret over the episodes of `sizes` in a decisions document, with a bootstrap
+    95% interval over those episodes: (mean, lo, hi, episodes); None without per-episode regret."""
+    from ds_core.analysis.regret import bootstrap
+
+    x = np.array([float(r["regret"]) for r in (doc or {}).get("regret", ()) if r.get("size") in sizes])
+    if not len(x):
+        return None
+    lo, hi = bootstrap(x)
+    return float(x.mean()), lo, hi, len(x)
+
+
+def _regret_text(r) -> str:
+    return "no regret run" if r is None else f"{r[0]:.1%} ({r[1]:.1%}–{r[2]:.1%}, {r[3]} episodes)"
+
+
+def _combine(a: str, b: str) -> str:
+    """Two pieces of evidence: supported if one supports and neither contradicts (and the mirror image)."""
+    both = {a, b}
+    if SUPPORTED in both and CONTRADICTED not in both:
+        return SUPPORTED
+    if CONTRADICTED in both and SUPPORTED not in both:
+        return CONTRADICTED
+    return CANNOT_TELL
+
+
+def ood_gain_from_decisions(
+    evals: Mapping[str, Mapping], values: Mapping[str, Mapping] | None = None, hashes: Mapping[str, str] | None = None
+) -> Claim:
+    """Two measurements: which rate carries the gain (p_d|W or p_s, from eval.json) and what
+    sft_reflection's own decisions cost it out of distribution (its decision regret: the accuracy its
+    attempts would reach with every verdict the Q-optimal one, minus its own)."""
+    pair = ("rl", "sft_reflection")
+    acc = {c: pooled(evals, c, "accuracy") for c in pair}
+    pdw = {c: pooled(evals, c, "p_dW") for c in pair}
+    ps = {c: pooled(evals, c, "p_s") for c in pair}
+    values, hashes = values or {}, hashes or {}
+    reg = {
+        c: pooled_regret(values[c]) if c in values and hashes.get(c) == values[c].get("checkpoint_hash") else None
+        for c in pair
+    }
     if not above(acc["rl"], acc["sft_reflection"]):
         verdict = CANNOT_TELL  # no out-of-distribution gain to attribute
-    elif above(pdw["rl"], pdw["sft_reflection"]) and not above(ps["rl"], ps["sft_reflection"]):
-        verdict = SUPPORTED
-    elif above(ps["rl"], ps["sft_reflection"]) and not above(pdw["rl"], pdw["sft_reflection"]):
-        verdict = CONTRADICTED
     else:
-        verdict = CANNOT_TELL
+        if above(pdw["rl"], pdw["sft_reflection"]) and not above(ps["rl"], ps["sft_reflection"]):
+            rates = SUPPORTED
+        elif above(ps["rl"], ps["sft_reflection"]) and not above(pdw["rl"], pdw["sft_reflection"]):
+            rates = CONTRADICTED
+        else:
+            rates = CANNOT_TELL
+        # the least gain the two accuracy intervals allow
+        least_gain = wilson(*acc["rl"])[0] - wilson(*acc["sft_reflection"])[1]
+        r_rl, r_sr = reg["rl"], reg["sft_reflection"]
+        if r_sr is None:
+            regret = CANNOT_TELL
+        elif r_sr[2] < least_gain:
+            regret = CONTRADICTED  # optimal decisions could not give sft_reflection RL's gain
+        elif r_rl is not None and r_sr[1] > r_rl[2]:
+            regret = SUPPORTED
+        else:
+            regret = CANNOT_TELL
+        verdict = _combine(rates, regret)
     return Claim(
         "ood_gain",
         "RL's out-of-distribution gain over SFT with reflection comes from the decision policy (p_d|W), "
         "not the sampling policy (p_s).",
-        "3x5..3x9 pooled from eval.json: accuracy, p_s and p_d|W of rl against sft_reflection.",
+        "3x5..3x9 pooled: accuracy, p_s and p_d|W of rl against sft_reflection (eval.json), and each one's "
+        "decision regret (ds_core/data/decisions_v1.json: the accuracy of its own attempts with every verdict the "
+        "Q-optimal one, minus its own accuracy).",
         "; ".join(
-            f"{c}: accuracy {_pct(*acc[c])}, p_s {_pct(*ps[c])}, p_d|W {_pct(*pdw[c])}"
-            for c in ("rl", "sft_reflection")
+            f"{c}: accuracy {_pct(*acc[c])}, p_s {_pct(*ps[c])}, p_d|W {_pct(*pdw[c])}, regret {_regret_text(reg[c])}"
+            for c in pair
         ),
         verdict,
-        "cannot tell unless rl's accuracy interval lies above sft_reflection's (no gain to attribute); then "
-        "supported if p_d|W is higher (intervals apart) and p_s is not, contradicted if p_s is higher and "
-        "p_d|W is not",
+        "cannot tell unless rl's accuracy interval lies above sft_reflection's (no gain to attribute). Then two "
+        "tests: the rates (supports if p_d|W is higher, intervals apart, and p_s is not; contradicts if p_s is "
+        "higher and p_d|W is not) and the regret (contradicts if sft_reflection's regret interval lies below the "
+        "least gain the accuracy intervals allow: optimal decisions could not close the gap; supports if "
+        "sft_reflection's regret interval lies above rl's). Supported if one test supports and neither "
+        "contradicts, contradicted in the mirror case, else cannot tell",
         "Calibration",
     )
 
@@ -283,7 +339,7 @@ def claims(
         sft_length_weighting(sweep_slopes),
         toy_figure_1(toy_summary),
         table_1_order(evals),
-        ood_gain_from_decisions(evals),
+        ood_gain_from_decisions(evals, decision_values, hashes),
         decisions_follow_q(decision_values or {}, hashes or {}),
     ]
 

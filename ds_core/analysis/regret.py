@@ -100,9 +100,11 @@ def optimal_continuations(
         )
         later = []
         for i, ep in zip(pending, eps):
-            last = ep.attempts[-1] if ep.attempts else None
-            d = ep.decisions[-1] if ep.decisions else None
-            if last is None or d is None or d.index != last.index:  # the generation ended without a verdict
+            # the verdict this round sampled (the prefix's own [RESAMPLE] is not one: a model that ends
+            # its turn right after it has given no new verdict)
+            d = next((x for x in ep.decisions if x.start >= len(current[i].ids)), None)
+            last = ep.attempts[d.index] if d is not None and d.index < len(ep.attempts) else None
+            if last is None:  # the generation ended without a verdict
                 out[i] = bool(ep.correct)
             elif last.correct or last.index + 1 >= cfg.max_attempts:
                 out[i] = bool(last.correct)

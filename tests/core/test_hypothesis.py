@@ -100,3 +100,43 @@ def test_decisions_follow_q_follows_the_values_and_skips_stale_ones():
     assert H.decisions_follow_q({"rl": doc("h", 10, 0)}, {"rl": "h"}).verdict == H.CANNOT_TELL  # too few
     stale = H.decisions_follow_q({"rl": doc("old", 40, 0)}, {"rl": "new"})
     assert stale.verdict == H.CANNOT_TELL and "another version: rl" in stale.numbers
+
+
+def _regret_doc(mean: float, n: int = 200, hash_="h") -> dict:
+    """A decisions document whose OOD episodes have regret 1 for a share `mean` of them."""
+    k = round(mean * n)
+    rows = [{"size": H.OOD[i % len(H.OOD)], "regret": 1.0 if i < k else 0.0} for i in range(n)]
+    return {"checkpoint_hash": hash_, "regret": rows + [{"size": "3x3", "regret": 1.0}] * 50}
+
+
+def test_ood_gain_weighs_the_decision_regret():
+    gain, ps_same, pdw_same = (
+        {"rl": 60, "sft_reflection": 30},
+        {"rl": 30, "sft_reflection": 30},
+        {"rl": 50, "sft_reflection": 50},
+    )
+    hashes = {"rl": "h", "sft_reflection": "h"}
+    ev = _evals(gain, ps_same, pdw_same)  # the rates alone cannot tell
+    assert H.ood_gain_from_decisions(ev).verdict == H.CANNOT_TELL
+    # sft_reflection's decisions cost it 40 points, rl's 2: the gap is decisions
+    docs = {"rl": _regret_doc(0.02), "sft_reflection": _regret_doc(0.4)}
+    claim = H.ood_gain_from_decisions(ev, docs, hashes)
+    assert claim.verdict == H.SUPPORTED and "regret 40.0%" in claim.numbers
+    # sft_reflection's decisions cost it nothing: optimal decisions cannot give it rl's 30 points
+    docs = {"rl": _regret_doc(0.0), "sft_reflection": _regret_doc(0.01)}
+    assert H.ood_gain_from_decisions(ev, docs, hashes).verdict == H.CONTRADICTED
+    # a document of another checkpoint version is not used
+    assert H.ood_gain_from_decisions(ev, docs, {"rl": "h", "sft_reflection": "other"}).verdict == H.CANNOT_TELL
+    # the two tests disagree: cannot tell
+    ev_rates = _evals(gain, ps_same, {"rl": 90, "sft_reflection": 20})
+    assert H.ood_gain_from_decisions(ev_rates, docs, hashes).verdict == H.CANNOT_TELL
+    # no gain: cannot tell whatever the regret
+    flat = _evals({"rl": 30, "sft_reflection": 30})
+    docs = {"rl": _regret_doc(0.0), "sft_reflection": _regret_doc(0.4)}
+    assert H.ood_gain_from_decisions(flat, docs, hashes).verdict == H.CANNOT_TELL
+
+
+def test_pooled_regret_is_the_ood_mean():
+    mean, lo, hi, n = H.pooled_regret(_regret_doc(0.25))
+    assert (mean, n) == (0.25, 200) and lo < 0.25 < hi
+    assert H.pooled_regret({"regret": []}) is None and H.pooled_regret(None) is None

@@ -163,3 +163,21 @@ def test_ship_document_merges_under_the_checkpoints_relative_path(tmp_path):
     assert R.ship_document({"checkpoint": "rl", "n": 4}, SHIPPED_DIR / "rl", f) == "rl"  # replaced, not added
     docs = json.loads(f.read_text())["checkpoints"]
     assert {k: v["n"] for k, v in docs.items()} == {"rl": 4, "lab/rl/seed0": 2, "mine": 3}
+
+
+def test_a_model_that_ends_right_after_the_revision_is_not_looped(sr, monkeypatch):
+    """A model that never learned [RESAMPLE] may end its turn at once after it: the episode then ends
+    on the prefix's own verdict, which must not be read as a new one (it looped forever once)."""
+    import ds_core.models.rollout as ro
+
+    calls = []
+
+    def ends_at_once(model, tok, fmt, requests, cfg, **kw):
+        calls.append(len(requests))
+        return [fmt.parse(p.problem, list(p.ids), p.prompt_len, tok, max_attempts=cfg.max_attempts) for p in requests]
+
+    monkeypatch.setattr(ro, "rollout", ends_at_once)
+    ep = built(sr.tokenizer, [False], ["RESAMPLE"])
+    p = Prefix(ep.problem, tuple(ep.token_ids), ep.prompt_len)
+    assert R.optimal_continuations(sr, [p, p], SamplingConfig(), seed=0, streams=["a", "b"]) == [False, False]
+    assert calls == [2]  # one round
