@@ -77,7 +77,8 @@ def optimal_continuations(
 ) -> list[bool]:
     """Whether each prefix (a transcript ending in [RESAMPLE]) ends correct when every later verdict
     is the optimal one: sample until the model's next verdict, then keep a correct attempt, revise a
-    wrong one below the retry cap (a new stream per round: "<stream>:<round>")."""
+    wrong one below the retry cap (a new stream per round: "<stream>:<round>"). `progress(done, total)`:
+    the rows of the current round that reached their next verdict or the end, of the round's rows."""
     from ds_core.analysis.decisions import COMPACT_AT, CONTINUATION_BATCH, verdict_ids
     from ds_core.models.rollout import rollout
     from ds_core.models.sampling import Prefix
@@ -87,6 +88,12 @@ def optimal_continuations(
     out: list[bool | None] = [None] * len(prefixes)
     current, pending, rnd = list(prefixes), list(range(len(prefixes))), 0
     while pending:
+        finished = [0]
+
+        def row_done(k, _total=len(pending), _finished=finished):  # live: rows at a verdict or the end
+            _finished[0] += k
+            progress(_finished[0], _total)
+
         eps = rollout(
             ckpt.model,
             ckpt.tokenizer,
@@ -97,6 +104,7 @@ def optimal_continuations(
             streams=[f"{streams[i]}:{rnd}" for i in pending],
             compact_at=COMPACT_AT,
             until_verdict=True,
+            progress=row_done if progress else None,
         )
         later = []
         for i, ep in zip(pending, eps):
@@ -111,8 +119,6 @@ def optimal_continuations(
             else:
                 current[i] = Prefix(ep.problem, tuple(ep.token_ids[: d.start]) + (resample,), ep.prompt_len)
                 later.append(i)
-        if progress:
-            progress(len(prefixes) - len(later), len(prefixes))
         pending, rnd = later, rnd + 1
     return out  # type: ignore[return-value]
 

@@ -51,7 +51,7 @@ def decisions_cmd(args) -> int:
     bar = tqdm(total=0, desc="continuations", unit="ep", disable=args.quiet, file=sys.stderr)
 
     def progress(size: str, done: int, total: int):
-        if bar.total != total:
+        if bar.total != total or done < bar.n:  # a new phase: the Q-values, then each optimal round
             bar.reset(total=total)
             bar.set_description(f"{size} continuations")
         bar.update(done - bar.n)

@@ -97,7 +97,18 @@ def test_optimal_continuations_against_a_replayed_greedy_rollout(sr):
         if e.decisions
     ]
     assert len(prefixes) >= 4
-    got = R.optimal_continuations(sr, prefixes, greedy, seed=0, streams=[str(i) for i in range(len(prefixes))])
+    seen = []
+    got = R.optimal_continuations(
+        sr,
+        prefixes,
+        greedy,
+        seed=0,
+        streams=[str(i) for i in range(len(prefixes))],
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    # the bar moves within a round: row by row up to the round's rows (the first round: all of them)
+    first = [d for d, t in seen if t == len(prefixes)]
+    assert first == sorted(first) and first[-1] == len(prefixes) and all(0 < d <= t for d, t in seen)
     for p, ok in zip(prefixes, got):
         cur, want = p, None
         while want is None:  # the model's own greedy continuation, cut at its first new verdict
