@@ -291,23 +291,39 @@ def _provenance(values: Mapping[str, Mapping]) -> str:
 
 def decisions_follow_q(values: Mapping[str, Mapping], hashes: Mapping[str, str]) -> Claim:
     """`values`: per checkpoint, a `python -m ds_core decisions --json` document; `hashes`: the
-    checkpoints' current content hashes (a document of another version is left out, said so)."""
-    k = n = 0
+    checkpoints' current content hashes (a document of another version is left out, said so).
+    The claim has two halves, tested apart: keeping where STOP is worth more, revising where
+    RESAMPLE is (a model that never revises passes the first half trivially and tests no second)."""
+    pooled = {"STOP": [0, 0], "RESAMPLE": [0, 0]}
     parts, stale = [], []
     for name, doc in values.items():
         if hashes.get(name) != doc.get("checkpoint_hash"):
             stale.append(name)
             continue
-        pts = [r for r in doc.get("rows", ()) if r.get("optimal") != "either" and not r.get("at_cap")]
-        kk = sum(r.get("chosen") == r.get("optimal") for r in pts)
-        k, n = k + kk, n + len(pts)
-        parts.append(f"{name} {_pct(kk, len(pts))}")
-    if n < FOLLOWS_MIN_POINTS:
-        verdict = CANNOT_TELL
-    else:
+        own = []
+        for better, word in (("STOP", "keep"), ("RESAMPLE", "revise")):
+            pts = [r for r in doc.get("rows", ()) if r.get("optimal") == better and not r.get("at_cap")]
+            kk = sum(r.get("chosen") == better for r in pts)
+            pooled[better][0] += kk
+            pooled[better][1] += len(pts)
+            own.append(f"{word} {_pct(kk, len(pts))}" if pts else f"{word}: none")
+        parts.append(f"{name} {', '.join(own)}")
+    halves = []
+    for k, n in pooled.values():
+        if n < FOLLOWS_MIN_POINTS:
+            halves.append(CANNOT_TELL)
+            continue
         lo, hi = wilson(k, n)
-        verdict = SUPPORTED if lo >= FOLLOWS_SUPPORTED else (CONTRADICTED if hi < 0.5 else CANNOT_TELL)
-    numbers = "verdicts that pick the higher Q, where the two differ: " + ("; ".join(parts) or "no values")
+        halves.append(SUPPORTED if lo >= FOLLOWS_SUPPORTED else (CONTRADICTED if hi < 0.5 else CANNOT_TELL))
+    verdict = (
+        CONTRADICTED if CONTRADICTED in halves else (SUPPORTED if all(h == SUPPORTED for h in halves) else CANNOT_TELL)
+    )
+    numbers = (
+        "verdicts that pick the higher Q where the two differ (keep: STOP worth more; revise: RESAMPLE worth "
+        "more): "
+        + ("; ".join(parts) or "no values")
+        + f"; pooled keep {_pct(*pooled['STOP'])}, revise {_pct(*pooled['RESAMPLE'])}"
+    )
     if stale:
         numbers += f" (left out, computed on another version: {', '.join(stale)})"
     return Claim(
@@ -318,9 +334,10 @@ def decisions_follow_q(values: Mapping[str, Mapping], hashes: Mapping[str, str])
         f"(ds_core/data/decisions_v1.json: {_provenance(values)}).",
         numbers,
         verdict,
-        f"over the verdicts where Q differs, supported if the Wilson lower bound of the share choosing the higher Q "
-        f"is >= {FOLLOWS_SUPPORTED:g} (at least {FOLLOWS_MIN_POINTS} such verdicts), contradicted if its upper "
-        "bound is < 0.5, else cannot tell",
+        "each half apart, pooled over the checkpoints, over the verdicts where Q differs (not at the retry cap): "
+        f"a half supports if the Wilson lower bound of the share choosing the higher Q is >= {FOLLOWS_SUPPORTED:g} "
+        f"(at least {FOLLOWS_MIN_POINTS} such verdicts) and contradicts if its upper bound is < 0.5; supported "
+        "if both halves support, contradicted if either contradicts, else cannot tell",
         "Episode explorer",
     )
 

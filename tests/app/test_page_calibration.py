@@ -43,8 +43,10 @@ def test_renders_shipped_numbers_on_an_empty_store(data_dir):
     assert not [b for b in at.button if b.label == "Compute missing runs"]  # nothing missing
     assert any("28 from eval.json" in c.value for c in at.caption)
     assert not at.error
-    r = _regret(at)  # the shipped full regret runs (ds_core/data/decisions_v1.json) of rl and sft_reflection
-    assert set(r.loc[["rl", "sft_reflection"], "source"]) == {"shipped"} and set(r.loc["base", "source"]) == {"missing"}
+    r = _regret(at)  # the shipped full regret runs (ds_core/data/decisions_v1.json) of every shipped condition
+    assert set(r.loc[["base", "sft", "rl", "sft_reflection"], "source"]) == {"shipped"}
+    base = r[r["size"] == "3x3"].loc["base"]  # base kept 7 wrong answers, but revising is worth 0: it never retries
+    assert base["own"] == "93.0 (88.0–97.0)" and base["regret"] == "0.0 (0.0–0.0)" and base["no save %"] == 7.0
 
 
 def test_controls_change_what_is_shown(data_dir):

@@ -87,18 +87,33 @@ def test_shipped_claims_compute_from_the_shipped_files():
     assert "stale" not in by["follows_q"].numbers and "left out" not in by["follows_q"].numbers
 
 
-def test_decisions_follow_q_follows_the_values_and_skips_stale_ones():
-    def doc(h, good, bad, either=5):
-        rows = [{"optimal": "STOP", "chosen": "STOP", "at_cap": False}] * good
-        rows += [{"optimal": "RESAMPLE", "chosen": "STOP", "at_cap": False}] * bad
+def test_decisions_follow_q_tests_keeping_and_revising_apart_and_skips_stale_ones():
+    def doc(h, keep, revise, either=5):
+        """keep / revise: (chose the higher Q, did not) where STOP / RESAMPLE is worth more."""
+        rows = [{"optimal": "STOP", "chosen": "STOP", "at_cap": False}] * keep[0]
+        rows += [{"optimal": "STOP", "chosen": "RESAMPLE", "at_cap": False}] * keep[1]
+        rows += [{"optimal": "RESAMPLE", "chosen": "RESAMPLE", "at_cap": False}] * revise[0]
+        rows += [{"optimal": "RESAMPLE", "chosen": "STOP", "at_cap": False}] * revise[1]
         rows += [{"optimal": "either", "chosen": "STOP", "at_cap": False}] * either  # does not count
+        rows += [{"optimal": "RESAMPLE", "chosen": "STOP", "at_cap": True}] * either  # at the cap: no choice
         return {"checkpoint_hash": h, "rows": rows}
 
-    assert H.decisions_follow_q({"rl": doc("h", 40, 0)}, {"rl": "h"}).verdict == H.SUPPORTED
-    assert H.decisions_follow_q({"rl": doc("h", 5, 40)}, {"rl": "h"}).verdict == H.CONTRADICTED
-    assert H.decisions_follow_q({"rl": doc("h", 25, 15)}, {"rl": "h"}).verdict == H.CANNOT_TELL
-    assert H.decisions_follow_q({"rl": doc("h", 10, 0)}, {"rl": "h"}).verdict == H.CANNOT_TELL  # too few
-    stale = H.decisions_follow_q({"rl": doc("old", 40, 0)}, {"rl": "new"})
+    def verdict(*docs):
+        return H.decisions_follow_q({f"c{i}": d for i, d in enumerate(docs)}, {f"c{i}": "h" for i in range(len(docs))})
+
+    assert verdict(doc("h", (40, 0), (30, 0))).verdict == H.SUPPORTED
+    # a model that never revises keeps every correct attempt: the revising half is untested
+    never = verdict(doc("h", (178, 0), (0, 0)))
+    assert never.verdict == H.CANNOT_TELL and "revise: none" in never.numbers
+    # ... but pooled with a model that does revise, both halves are measured
+    assert verdict(doc("h", (178, 0), (0, 0)), doc("h", (0, 0), (25, 0))).verdict == H.SUPPORTED
+    assert verdict(doc("h", (40, 0), (5, 40))).verdict == H.CONTRADICTED  # keeps where it should revise
+    assert verdict(doc("h", (5, 40), (40, 0))).verdict == H.CONTRADICTED
+    assert verdict(doc("h", (40, 0), (25, 15))).verdict == H.CANNOT_TELL
+    assert verdict(doc("h", (40, 0), (10, 0))).verdict == H.CANNOT_TELL  # too few revise points
+    by = verdict(doc("h", (30, 2), (20, 1)))
+    assert "c0 keep 30/32" in by.numbers and "revise 20/21" in by.numbers and "pooled keep 30/32" in by.numbers
+    stale = H.decisions_follow_q({"rl": doc("old", (40, 0), (40, 0))}, {"rl": "new"})
     assert stale.verdict == H.CANNOT_TELL and "another version: rl" in stale.numbers
 
 
