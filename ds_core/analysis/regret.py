@@ -77,50 +77,54 @@ def optimal_continuations(
 ) -> list[bool]:
     """Whether each prefix (a transcript ending in [RESAMPLE]) ends correct when every later verdict
     is the optimal one: sample until the model's next verdict, then keep a correct attempt, revise a
-    wrong one below the retry cap (a new stream per round: "<stream>:<round>"). `progress(done, total)`:
-    the rows of the current round that reached their next verdict or the end, of the round's rows."""
+    wrong one below the retry cap. Round r of a row (after r written revisions) draws from the stream
+    "<stream>:<r>" with a fresh token budget, as if each round were its own rollout call of the
+    transcript so far; all rounds run in one call (`rollout(verdict=...)`), no prefill repeated.
+    `progress(done, total)`: the rows whose continuation has ended, of all of them."""
     from ds_core.analysis.decisions import COMPACT_AT, CONTINUATION_BATCH, verdict_ids
     from ds_core.models.rollout import rollout
-    from ds_core.models.sampling import Prefix
 
-    resample = verdict_ids(ckpt)["RESAMPLE"]
+    ids = verdict_ids(ckpt)
     rcfg = replace(cfg, batch_size=min(cfg.batch_size, CONTINUATION_BATCH))
-    out: list[bool | None] = [None] * len(prefixes)
-    current, pending, rnd = list(prefixes), list(range(len(prefixes))), 0
-    while pending:
-        finished = [0]
+    ended: dict[int, bool] = {}
+    rounds = [0] * len(prefixes)
 
-        def row_done(k, _total=len(pending), _finished=finished):  # live: rows at a verdict or the end
-            _finished[0] += k
-            progress(_finished[0], _total)
+    def oracle(i: int, tokens: list[int]):
+        p = prefixes[i]
+        ep = ckpt.format.parse(p.problem, tokens, p.prompt_len, ckpt.tokenizer, max_attempts=cfg.max_attempts)
+        # the verdict just sampled, and the attempt it judges (a verdict the parser does not read as
+        # one, or one after no attempt, ends the row: the episode's own outcome)
+        d = next((x for x in ep.decisions if x.start == len(tokens) - 1), None)
+        last = ep.attempts[d.index] if d is not None and d.index < len(ep.attempts) else None
+        if last is None:
+            ended[i] = bool(ep.correct)
+            return tokens[-1], None
+        if last.correct or last.index + 1 >= cfg.max_attempts:
+            ended[i] = bool(last.correct)
+            return (ids["STOP"] if last.correct else tokens[-1]), None
+        rounds[i] += 1
+        return ids["RESAMPLE"], f"{streams[i]}:{rounds[i]}"
 
-        eps = rollout(
-            ckpt.model,
-            ckpt.tokenizer,
-            ckpt.format,
-            [current[i] for i in pending],
-            rcfg,
-            seed=seed,
-            streams=[f"{streams[i]}:{rnd}" for i in pending],
-            compact_at=COMPACT_AT,
-            until_verdict=True,
-            progress=row_done if progress else None,
-        )
-        later = []
-        for i, ep in zip(pending, eps):
-            # the verdict this round sampled (the prefix's own [RESAMPLE] is not one: a model that ends
-            # its turn right after it has given no new verdict)
-            d = next((x for x in ep.decisions if x.start >= len(current[i].ids)), None)
-            last = ep.attempts[d.index] if d is not None and d.index < len(ep.attempts) else None
-            if last is None:  # the generation ended without a verdict
-                out[i] = bool(ep.correct)
-            elif last.correct or last.index + 1 >= cfg.max_attempts:
-                out[i] = bool(last.correct)
-            else:
-                current[i] = Prefix(ep.problem, tuple(ep.token_ids[: d.start]) + (resample,), ep.prompt_len)
-                later.append(i)
-        pending, rnd = later, rnd + 1
-    return out  # type: ignore[return-value]
+    done = [0]
+
+    def rows_done(k: int):
+        done[0] += k
+        progress(done[0], len(prefixes))
+
+    eps = rollout(
+        ckpt.model,
+        ckpt.tokenizer,
+        ckpt.format,
+        list(prefixes),
+        rcfg,
+        seed=seed,
+        streams=[f"{s}:0" for s in streams],
+        compact_at=COMPACT_AT,
+        verdict=oracle,
+        progress=rows_done if progress else None,
+    )
+    # rows that ended without a verdict (end of turn, budget): their episode's outcome
+    return [ended[i] if i in ended else bool(ep.correct) for i, ep in enumerate(eps)]
 
 
 def optimal_requests(episodes: Sequence, cfg, ckpt, *, n: int, streams: Sequence[str]) -> tuple[list, list, list]:
@@ -212,7 +216,7 @@ def regret_summary(per_episode: pd.DataFrame, size: str = "") -> dict:
 
 
 KIND = "decision_regret"
-VERSION = 1
+VERSION = 2  # 2: a round's verdict is one after its prefix (1 re-continued rows that ended their turn right after it)
 
 
 def regret_run(
@@ -302,7 +306,9 @@ def shipped_documents() -> dict[str, dict]:
     from ds_core.store import jsonread
 
     path = PACKAGE_DATA / SHIPPED_FILE
-    return jsonread.read(path, expect=dict).get("checkpoints", {}) if path.is_file() else {}
+    docs = jsonread.read(path, expect=dict).get("checkpoints", {}) if path.is_file() else {}
+    # a document of another version of the computation is left out (its cells then read "missing")
+    return {name: doc for name, doc in docs.items() if doc.get("regret_version", 1) == VERSION}
 
 
 def ship_document(doc: dict, checkpoint_dir, path=None) -> str:

@@ -35,6 +35,7 @@ def format_regret(table) -> str:
 def decisions_cmd(args) -> int:
     from tqdm import tqdm
 
+    from ds_core.analysis import regret
     from ds_core.analysis.regret import regret_run
     from ds_core.cli.commands import engine_of, sampling_config, set_threads
     from ds_core.episodes.tasks import parse_sizes
@@ -92,6 +93,7 @@ def decisions_cmd(args) -> int:
         doc = {
             "checkpoint": ckpt.name,
             "checkpoint_hash": ckpt.hash,
+            "regret_version": regret.VERSION,
             "command": (
                 f"python -m ds_core decisions --checkpoint {args.checkpoint} --sizes {args.sizes} --n {args.n} "
                 f"--continuations {args.continuations} --seed {args.seed} --temperature {cfg.temperature:g}"

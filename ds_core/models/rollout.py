@@ -67,6 +67,7 @@ def rollout(
     streams: Sequence[str | int] | None = None,
     compact_at: float = 0.0,
     until_verdict: bool = False,
+    verdict: Callable[[int, list[int]], tuple[int, str | int | None]] | None = None,
 ) -> list[Episode]:
     """Sample one episode per request. `progress(k)` is called as k more episodes finish.
 
@@ -77,6 +78,11 @@ def rollout(
     continuations behind Q-values) run faster with 0.25. The sampled tokens do not depend on it
     beyond float rounding of the batch's matrix products. `until_verdict`: a row also ends at its
     next [RESAMPLE] below the retry cap (the caller writes what follows the verdict).
+    `verdict(i, ids)`: called when request i's row samples [STOP] or [RESAMPLE] (`ids`: its whole
+    transcript, the sampled verdict last); returns (the verdict token to write instead, the stream
+    the row goes on from, or None to end the row there). A row that goes on draws from that stream
+    with a fresh token budget, exactly as a new call with its transcript as the prefix would: many
+    rounds of "sample to the next verdict, write another" run in one call, no prefill repeated.
     """
     if not 0 <= compact_at < 1:
         raise RolloutError(f"compact_at must be in [0, 1), got {compact_at!r}")
@@ -110,6 +116,7 @@ def rollout(
                 progress,
                 compact_at,
                 until_verdict,
+                None if verdict is None else (lambda r, ids, _rows=rows: verdict(_rows[r], ids)),
             )
         for i, ep in zip(rows, batch):
             out[i] = ep
@@ -128,7 +135,18 @@ def _cache_of(outp):
 
 
 def _rollout_batch(
-    model, tokenizer, fmt, prefixes, budgets, streams, cfg, seed, progress, compact_at=0.0, until_verdict=False
+    model,
+    tokenizer,
+    fmt,
+    prefixes,
+    budgets,
+    streams,
+    cfg,
+    seed,
+    progress,
+    compact_at=0.0,
+    until_verdict=False,
+    verdict=None,
 ):
     device = next(model.parameters()).device
     dec = decision_token_ids(tokenizer) or {}
@@ -140,6 +158,8 @@ def _rollout_batch(
     n = len(prefixes)
     rngs = [random.Random(f"ds-lens-rollout:{seed}:{s}") for s in streams]
     generated: list[list[int]] = [[] for _ in range(n)]
+    used = [0] * n  # tokens generated before the row's current budget began (a `verdict` restart)
+    ctx = context_length(model)
     # a prefix may already hold attempts: they count toward the retry cap
     resamples = [sum(1 for t in p.ids[p.prompt_len :] if t == resample_id) for p in prefixes]
     truncated = [False] * n
@@ -186,6 +206,21 @@ def _rollout_batch(
                 tok[j] = pad_id
                 continue
             t = int(tok[j])
+            if verdict is not None and t in (stop_id, resample_id):
+                t, stream = verdict(r, list(prefixes[r].ids) + generated[r] + [t])
+                tok[j] = t
+                generated[r].append(t)
+                if stream is None:
+                    slots[j], finished = None, finished + 1
+                    continue
+                resamples[r] += t == resample_id
+                rngs[r] = random.Random(f"ds-lens-rollout:{seed}:{stream}")
+                used[r] = len(generated[r])
+                total = len(prefixes[r].ids) + used[r]
+                budgets[r] = min(budget(fmt, prefixes[r].problem, cfg), ctx - total)
+                if budgets[r] <= 0 or total >= ctx:
+                    slots[j], finished, truncated[r] = None, finished + 1, True
+                continue
             generated[r].append(t)
             done = False
             if t == stop_id or t in eos_ids:
@@ -193,7 +228,7 @@ def _rollout_batch(
             elif t == resample_id:
                 resamples[r] += 1
                 done = until_verdict or resamples[r] >= cfg.max_attempts
-            if not done and len(generated[r]) >= budgets[r]:
+            if not done and len(generated[r]) - used[r] >= budgets[r]:
                 done, truncated[r] = True, True
             if done:
                 slots[j], finished = None, finished + 1

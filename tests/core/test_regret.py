@@ -81,46 +81,45 @@ def test_regret_decomposition_adds_up(sr):
     assert s["regret_lo"] <= s["regret"] <= s["regret_hi"]
 
 
-def test_optimal_continuations_against_a_replayed_greedy_rollout(sr):
-    """Greedy sampling is deterministic: each optimal continuation is one rollout to the next
-    verdict, the oracle's verdict written, again; replayed here by hand with plain rollout calls."""
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_optimal_continuations_against_rounds_replayed_by_hand(sr, temperature):
+    """Each optimal continuation is rounds of "one rollout to the next verdict, the oracle's verdict
+    written", round r from the stream "<stream>:<r>" with a fresh budget: replayed here by hand, one
+    plain rollout call per round, against the one call optimal_continuations makes."""
     from ds_core.episodes.tasks import test_set
 
-    greedy = SamplingConfig(temperature=0.0)
+    cfg = SamplingConfig(temperature=temperature)
     res = decision_token_ids(sr.tokenizer)["RESAMPLE"]
     probs = test_set("3x4")[:4] + test_set("3x5")[:4]
     # start each from a wrong attempt kept: the model's first attempt, then [RESAMPLE]
-    firsts = rollout(sr.model, sr.tokenizer, sr.format, probs, greedy, seed=0)
+    firsts = rollout(sr.model, sr.tokenizer, sr.format, probs, cfg, seed=0)
     prefixes = [
         Prefix(e.problem, tuple(e.token_ids[: e.decisions[0].start]) + (res,), e.prompt_len)
         for e in firsts
         if e.decisions
     ]
     assert len(prefixes) >= 4
+    streams = [str(i) for i in range(len(prefixes))]
     seen = []
-    got = R.optimal_continuations(
-        sr,
-        prefixes,
-        greedy,
-        seed=0,
-        streams=[str(i) for i in range(len(prefixes))],
-        progress=lambda d, t: seen.append((d, t)),
-    )
-    # the bar moves within a round: row by row up to the round's rows (the first round: all of them)
-    first = [d for d, t in seen if t == len(prefixes)]
-    assert first == sorted(first) and first[-1] == len(prefixes) and all(0 < d <= t for d, t in seen)
-    for p, ok in zip(prefixes, got):
-        cur, want = p, None
-        while want is None:  # the model's own greedy continuation, cut at its first new verdict
-            ep = rollout(sr.model, sr.tokenizer, sr.format, [cur], greedy, seed=7)[0]
+    got = R.optimal_continuations(sr, prefixes, cfg, seed=0, streams=streams, progress=lambda d, t: seen.append((d, t)))
+    # the bar moves row by row up to all rows
+    assert [t for _, t in seen] == [len(prefixes)] * len(seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == len(prefixes)
+    rounds = 0
+    for p, s, ok in zip(prefixes, streams, got):
+        cur, want, rnd = p, None, 0
+        while want is None:  # the model's own continuation, cut at its first new verdict
+            ep = rollout(sr.model, sr.tokenizer, sr.format, [cur], cfg, seed=0, streams=[f"{s}:{rnd}"])[0]
             d = next((x for x in ep.decisions if x.start >= len(cur.ids)), None)
             if d is None:
                 want = ep.correct
-            elif ep.attempts[d.index].correct or d.index + 1 >= greedy.max_attempts:
+            elif ep.attempts[d.index].correct or d.index + 1 >= cfg.max_attempts:
                 want = ep.attempts[d.index].correct
             else:
-                cur = Prefix(ep.problem, tuple(ep.token_ids[: d.start]) + (res,), ep.prompt_len)
+                cur, rnd = Prefix(ep.problem, tuple(ep.token_ids[: d.start]) + (res,), ep.prompt_len), rnd + 1
+        rounds += rnd
         assert ok == want
+    assert rounds > 0  # some rows went on after a written revision
 
 
 def test_a_regret_run_is_stored_and_read_back(sr, tmp_path, monkeypatch):

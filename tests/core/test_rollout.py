@@ -444,6 +444,27 @@ def test_until_verdict_stops_at_the_next_resample(model, tok, fmt, dec):
     assert cut.token_ids == full.token_ids[:end]  # the same tokens up to the first new verdict
 
 
+def test_verdict_hook_rewrites_the_verdict_and_ends_or_goes_on(model, tok, fmt, dec):
+    """(The hook's new stream and fresh budget against one rollout call per round: test_regret's
+    optimal-continuation replay.)"""
+    p = Problem(123, 4567)
+    px = _retry_prefix(fmt, tok, p)
+    forced = Forced(model, dec["RESAMPLE"])  # every sampled token a [RESAMPLE]
+    calls = []
+
+    def hook(i, ids):
+        calls.append((i, list(ids)))
+        return (dec["RESAMPLE"], "next") if len(calls) == 1 else (dec["STOP"], None)
+
+    e = rollout(forced, tok, fmt, [px], SamplingConfig(), seed=0, verdict=hook)[0]
+    res, stop = dec["RESAMPLE"], dec["STOP"]
+    assert calls == [(0, list(px.ids) + [res]), (0, list(px.ids) + [res, res])]
+    assert e.token_ids == px.ids + (res, stop)  # the second verdict rewritten to [STOP], the row ended there
+    # without the hook the forced row goes on to the retry cap
+    plain = rollout(forced, tok, fmt, [px], SamplingConfig(), seed=0)[0]
+    assert plain.token_ids == px.ids + (res,) * (SamplingConfig().max_attempts - 1)
+
+
 # --- validation -------------------------------------------------------------------------------------------
 def test_prompt_longer_than_context(tok, fmt):
     model = init_model(tok, "llama", seed=0, max_positions=12, **TINY)
