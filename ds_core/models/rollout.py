@@ -7,6 +7,8 @@ seed gives the same episodes whatever the batch size or the other problems in th
 float rounding of padded batches, which does not change a sampled token in practice). A row stops
 at [STOP], at end-of-sequence, at the retry cap (RESAMPLE after `max_attempts` attempts) or at its
 token budget (flagged `truncated`). Finished rows leave the batch so the cache shrinks as it goes.
+Rows with the same prefix share one prefill, and on llama models its cache too
+(ds_core.models.shared_prefix: attention reads the shared part once per prefix).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 
@@ -23,6 +26,8 @@ from ds_core.episodes.tokenizer import decision_token_ids, end_of_turn_ids
 from ds_core.models.kvcache import GrowingCache
 from ds_core.models.locks import MODEL_LOCK
 from ds_core.models.model import context_length
+from ds_core.models.shared_prefix import SharedPrefix, attention_switched
+from ds_core.models.shared_prefix import supports as supports_shared_prefix
 
 from .sampling import Prefix, RolloutError, SamplingConfig
 
@@ -189,10 +194,15 @@ def _rollout_batch(
     )
     cache, logits = _cache_of(outp), outp.logits[:, -1]
     next_pos = pos[:, -1] + 1
+    shared = None  # the distinct prefixes' cache, once each (ds_core.models.shared_prefix)
     if len(distinct) < n:
         sel = torch.tensor(of_row, device=device)
-        cache.batch_select_indices(sel)
+        if supports_shared_prefix(model):
+            shared, cache = SharedPrefix.from_prefill(cache, mask, sel), GrowingCache()
+        else:
+            cache.batch_select_indices(sel)
         logits, mask, next_pos = logits[sel], mask[sel], next_pos[sel]
+    extra = {} if shared is None else {"ds_lens_prefix": shared}
     slots: list[int | None] = list(range(n))  # batch row -> episode row (None: finished, awaiting compaction)
     live = n
     while live:
@@ -243,18 +253,22 @@ def _rollout_batch(
             keep = [j for j, r in enumerate(slots) if r is not None]
             sel = torch.tensor(keep, device=device)
             cache.batch_select_indices(sel)
+            if shared is not None:
+                shared.select(sel)
             mask, next_pos = mask[sel], next_pos[sel]
             tok = [tok[j] for j in keep]
             slots = [slots[j] for j in keep]
         mask = torch.cat([mask, torch.ones((len(slots), 1), dtype=mask.dtype, device=device)], dim=1)
         inp = torch.tensor(tok, dtype=torch.long, device=device).unsqueeze(-1)
-        outp = model(
-            input_ids=inp,
-            attention_mask=mask,
-            position_ids=next_pos.unsqueeze(-1),
-            use_cache=True,
-            **{_cache_arg(model): cache},
-        )
+        with attention_switched(model) if shared is not None else nullcontext():
+            outp = model(
+                input_ids=inp,
+                attention_mask=mask if shared is None else None,  # the prefix's padding is in `shared`
+                position_ids=next_pos.unsqueeze(-1),
+                use_cache=True,
+                **{_cache_arg(model): cache},
+                **extra,
+            )
         cache, logits = _cache_of(outp), outp.logits[:, -1]
         next_pos = next_pos + 1
     episodes = []

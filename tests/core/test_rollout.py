@@ -560,3 +560,65 @@ def test_bpe_tokenizer_text_format(bpe_tokenizer):
     forced = Forced(m, bpe_tokenizer.eos_token_id)
     for e in rollout(forced, bpe_tokenizer, fmt, probs, cfg, seed=0):
         assert e.generated_ids == (bpe_tokenizer.eos_token_id,)
+
+
+# --- cascade attention over shared prefixes (ds_core.models.shared_prefix) -----------------------------
+def test_shared_prefix_attention_equals_attention_over_the_whole_cache():
+    """The prefix part (once per prefix, rows side by side) merged with each row's own part by
+    log-sum-exp equals SDPA over each row's concatenated cache, with left padding in the prefixes,
+    grouped-query heads, rows of unequal groups in any order, and after a compaction."""
+    from ds_core.models.shared_prefix import SharedPrefix, shared_prefix_attention
+
+    g = torch.Generator().manual_seed(0)
+    n_prefix, hkv, rep, lp, ls, d = 3, 2, 2, 9, 5, 8
+    kp, vp = torch.randn(n_prefix, hkv, lp, d, generator=g), torch.randn(n_prefix, hkv, lp, d, generator=g)
+    valid = torch.ones(n_prefix, lp, dtype=torch.bool)
+    valid[1, :4] = valid[2, :1] = False  # left padding
+    group = torch.tensor([0, 0, 2, 1, 2, 2, 0])
+    rows = len(group)
+    q = torch.randn(rows, hkv * rep, 1, d, generator=g)
+    ks, vs = torch.randn(rows, hkv, ls, d, generator=g), torch.randn(rows, hkv, ls, d, generator=g)
+
+    class Layer:
+        layer_idx = 0
+
+    def reference(q, ks, vs, group):
+        k = torch.cat([kp[group], ks], dim=2).repeat_interleave(rep, dim=1)
+        v = torch.cat([vp[group], vs], dim=2).repeat_interleave(rep, dim=1)
+        m = torch.cat([valid[group], torch.ones(len(group), ls, dtype=torch.bool)], dim=1)[:, None, None, :]
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m).transpose(1, 2)
+
+    sp = SharedPrefix([kp], [vp], valid, group)
+    assert sp.slot.tolist() == [0, 1, 0, 0, 1, 2, 2] and sp.width == 3
+    out, _ = shared_prefix_attention(Layer(), q, ks, vs, None, scaling=d**-0.5, ds_lens_prefix=sp)
+    assert out.shape == (rows, 1, hkv * rep, d)
+    assert torch.allclose(out, reference(q, ks, vs, group), atol=1e-6)
+    keep = torch.tensor([1, 3, 4])  # a compaction
+    sp.select(keep)
+    assert sp.group.tolist() == [0, 1, 2] and sp.width == 1
+    out, _ = shared_prefix_attention(Layer(), q[keep], ks[keep], vs[keep], None, scaling=d**-0.5, ds_lens_prefix=sp)
+    assert torch.allclose(out, reference(q[keep], ks[keep], vs[keep], group[keep]), atol=1e-6)
+
+
+def test_shared_prefix_rollout_samples_what_copied_caches_sample(tok, fmt, monkeypatch):
+    """Rollout over repeated prefixes with the prefixes' cache shared (llama) samples the same
+    tokens as with a copy per row, with grouped-query heads too; the model's attention setting is
+    put back afterwards."""
+    import ds_core.models.rollout as R
+
+    m = init_model(tok, "llama", seed=4, **TINY)
+    m.config.num_key_value_heads = 1
+    gqa = type(m)(m.config).eval()  # 2 query heads on 1 kv head
+    probs = [Problem(123, 4567), Problem(405, 99), Problem(7, 8)]
+    reqs = [_retry_prefix(fmt, tok, probs[i % 3]) for i in range(24)]
+    names = [f"q:{i}" for i in range(24)]
+    cfg = SamplingConfig(max_new_tokens=50)
+    for model in (init_model(tok, "llama", seed=4, **TINY), gqa):
+        before = model.config._attn_implementation
+        shared = rollout(model, tok, fmt, reqs, cfg, seed=2, streams=names, compact_at=0.25)
+        assert model.config._attn_implementation == before
+        monkeypatch.setattr(R, "supports_shared_prefix", lambda _m: False)
+        copies = rollout(model, tok, fmt, reqs, cfg, seed=2, streams=names, compact_at=0.25)
+        monkeypatch.undo()
+        assert _ids(shared) == _ids(copies)
+        assert len({e.token_ids for e in shared}) > 3
