@@ -1,6 +1,7 @@
 """Command line: `python -m ds_core eval --checkpoint DIR --sizes 3x3-3x9 --n 100`,
 `python -m ds_core train base|sft|reflection|rl|all`, `python -m ds_core report`,
-`python -m ds_core train lab` (the DS lab: every condition x 3 seeds), `python -m ds_core report --lab`,
+`python -m ds_core train lab` (the DS lab: every condition x 3 seeds), `python -m ds_core train base-trial`
+(one candidate recipe for the lab's base), `python -m ds_core report --lab`,
 `python -m ds_core attribute --checkpoint DIR --sizes 3x3,3x4 --n 20 --out results.csv`,
 `python -m ds_core balance precompute` (also spelt `python -m ds_core.balance precompute`),
 `python -m ds_core explore --checkpoint DIR --prompt '12*34'` (one episode),
@@ -133,7 +134,14 @@ def main(argv=None) -> int:
     q.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     t = sub.add_parser("train", help="train the shipped conditions (base, sft, reflection, rl) or the DS lab")
-    t.add_argument("stage", choices=["base", "sft", "reflection", "rl", "all", "lab"])
+    t.add_argument("stage", choices=["base", "sft", "reflection", "rl", "all", "lab", "base-trial"])
+    t.add_argument(
+        "--ood-weights",
+        default=None,
+        help="base-trial: the weights of 3x5..3x9 against 4 for a <= 4-digit second operand (e.g. 0,0.05,0.3,1,4)",
+    )
+    t.add_argument("--lr", type=float, default=None, help="base-trial: peak learning rate (default: the lab base's)")
+    t.add_argument("--steps", type=int, default=None, help="base-trial: steps (default: the lab base's)")
     t.add_argument(
         "--out", default=None, help="where checkpoint directories go (default: checkpoints/, lab: checkpoints/lab/)"
     )
@@ -228,7 +236,7 @@ def main(argv=None) -> int:
     from ds_core.cli import commands
     from ds_core.cli.decisions import decisions_cmd
     from ds_core.cli.explore import explore_cmd
-    from ds_core.cli.lab import lab_report_cmd, lab_train_cmd
+    from ds_core.cli.lab import base_trial_cmd, lab_report_cmd, lab_train_cmd
     from ds_core.cli.outputs import check_outputs
 
     # every checkpoint the command loads goes where --device/--dtype say (load_checkpoint reads
@@ -245,6 +253,8 @@ def main(argv=None) -> int:
         check_outputs(args.cmd, args)  # before any work (ds_core.cli.outputs)
         if args.cmd == "train" and args.stage == "lab":
             return lab_train_cmd(args)
+        if args.cmd == "train" and args.stage == "base-trial":
+            return base_trial_cmd(args)
         if args.cmd == "report" and args.lab:
             return lab_report_cmd(args)
         return {

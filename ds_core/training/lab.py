@@ -1,6 +1,7 @@
 """The DS lab: training conditions that test the DS hypothesis causally, each with 3 seeds.
 
     python -m ds_core train lab [--only rl_no_kl,...] [--seeds 0,1,2] [--workers 2]
+    python -m ds_core train base-trial --ood-weights 0,0.05,0.3,1,4 --lr 1e-3 --steps 2000  # a base recipe
 
 Every condition is a named stage trained from the lab's own base (one base, seed 0, recipe
 `lab_base`: some practice on 3x5..3x9 at low weight, so its out-of-distribution sampling is weak
@@ -40,7 +41,7 @@ from ds_core.training.lab_index import LAB_DIR, SEEDS
 from ds_core.training.sft import SFTConfig
 from ds_core.training.stages import smoke_grpo, smoke_sft
 
-__all__ = ["CONDITIONS", "LAB_DIR", "SEEDS", "Condition", "LabRunError", "jobs", "run_job", "run_lab"]
+__all__ = ["CONDITIONS", "LAB_DIR", "SEEDS", "Condition", "LabRunError", "base_trial", "jobs", "run_job", "run_lab"]
 
 
 @dataclass(frozen=True)
@@ -264,3 +265,33 @@ def run_lab(
     kept.update({(r["condition"], r["seed"]): r for r in results})
     index.write_text(json.dumps([kept[k] for k in sorted(kept)], indent=1) + "\n")
     return results
+
+
+def base_trial(
+    ood_weights: tuple[float, ...],
+    lr: float,
+    steps: int,
+    out: Path,
+    smoke: bool = False,
+    evaluate_n: int = 100,
+    threads: int = 1,
+) -> dict[str, float]:
+    """One candidate recipe for the lab's base (RESULTS.md, "The base recipe: what was tried"):
+    the `base` condition with other 3x5..3x9 weights, peak learning rate and step count (warm-up,
+    then cosine over the steps), trained with seed 0 and evaluated like a lab run into `out`.
+    Returns p_s per size on the fixed test sets. Budgets are steps: a rerun gives the same numbers."""
+    import torch
+
+    from ds_core.training.lab_stage import train_condition
+
+    torch.set_num_threads(threads)
+    base = CONDITIONS["base"]
+    c = replace(
+        base,
+        recipe_options=(("ood_weights", tuple(float(w) for w in ood_weights)),),
+        sft=replace(base.sft, lr=lr, steps=steps),
+    )
+    c = smoke_condition(c) if smoke else c
+    dest = train_condition(c, 0, Path(out), None, smoke=smoke, evaluate_n=evaluate_n)
+    ev = json.loads((dest / "eval.json").read_text())
+    return {size: v["p_s"]["value"] for size, v in ev["sizes"].items()}

@@ -225,3 +225,25 @@ def test_every_lab_stage_runs_and_is_reproducible(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="needs its parent"):
         lab.run_lab(tmp_path / "orphan", conditions=["rl"], seeds=(1,), smoke=True)
+
+
+def test_base_trial_trains_the_recipe_it_is_given_and_refuses_bad_ones(tmp_path, capsys):
+    """`train base-trial` trains the lab base with the given 3x5..3x9 weights and lr (smoke
+    budget here), writes the run like a lab run and prints p_s per size from its eval.json; bad
+    weights are a one-line error (exit 2) and nothing is written."""
+    from ds_core.cli.main import main
+
+    out = tmp_path / "trial"
+    argv = ["train", "base-trial", "--ood-weights", "0,0.05,0.3,1,4", "--lr", "1e-3", "--steps", "2000"]
+    assert main([*argv, "--smoke", "--out", str(out), "--quiet"]) == 0
+    card = load_checkpoint(out).card
+    assert card.data_recipe["options"]["ood_weights"] == [0.0, 0.05, 0.3, 1.0, 4.0]
+    assert card.training["lr"] == 1e-3 and card.condition == "base"
+    ev = json.loads((out / "eval.json").read_text())
+    printed = capsys.readouterr().out
+    assert f"3x3 {100 * ev['sizes']['3x3']['p_s']['value']:.0f}" in printed and str(out) in printed
+    for bad in ("1,2,3", "0,0,0,-1,1", "a,b,c,d,e"):
+        assert main([*argv[:2], "--ood-weights", bad, "--smoke", "--out", str(tmp_path / "bad")]) == 2
+        assert "--ood-weights" in capsys.readouterr().err
+    assert main([*argv[:2], "--lr", "0", "--smoke", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
