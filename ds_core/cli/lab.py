@@ -70,8 +70,6 @@ def base_trial_cmd(args) -> int:
     weights = float_list(args.ood_weights, "--ood-weights", 5) if args.ood_weights else LAB_OOD_WEIGHTS
     lr = base.lr if args.lr is None else args.lr
     steps = base.steps if args.steps is None else args.steps
-    if not lr > 0 or steps < 1:
-        raise ValueError(f"--lr must be positive and --steps at least 1, got {lr} and {steps}")
     name = f"w{'_'.join(f'{w:g}' for w in weights)}_lr{lr:g}_{steps}"
     out = Path(args.out) if args.out else REPO_ROOT / "data" / "base_trials" / name
     p_s = base_trial(weights, lr, steps, out, smoke=args.smoke, threads=args.threads or 1)

@@ -201,76 +201,81 @@ def _rollout_batch(
             shared, cache = SharedPrefix.from_prefill(cache, mask, sel), GrowingCache()
         else:
             cache.batch_select_indices(sel)
-        logits, mask, next_pos = logits[sel], mask[sel], next_pos[sel]
+        logits, next_pos = logits[sel], next_pos[sel]
+        mask = None if shared is not None else mask[sel]
     extra = {} if shared is None else {"ds_lens_prefix": shared}
     slots: list[int | None] = list(range(n))  # batch row -> episode row (None: finished, awaiting compaction)
     live = n
-    while live:
-        u = torch.tensor(
-            [rngs[r].random() if r is not None else 0.0 for r in slots], dtype=torch.float32, device=device
-        )
-        tok = _sample(logits, u, cfg).tolist()
-        finished = 0
-        for j, r in enumerate(slots):
-            if r is None:
-                tok[j] = pad_id
-                continue
-            t = int(tok[j])
-            if verdict is not None and t in (stop_id, resample_id):
-                t, stream = verdict(r, list(prefixes[r].ids) + generated[r] + [t])
-                tok[j] = t
-                generated[r].append(t)
-                if stream is None:
-                    slots[j], finished = None, finished + 1
+    # decoding steps only: the prefill above ran with the model's own attention
+    with attention_switched(model) if shared is not None else nullcontext():
+        while live:
+            u = torch.tensor(
+                [rngs[r].random() if r is not None else 0.0 for r in slots], dtype=torch.float32, device=device
+            )
+            tok = _sample(logits, u, cfg).tolist()
+            finished = 0
+            for j, r in enumerate(slots):
+                if r is None:
+                    tok[j] = pad_id
                     continue
-                resamples[r] += t == resample_id
-                rngs[r] = random.Random(f"ds-lens-rollout:{seed}:{stream}")
-                used[r] = len(generated[r])
-                total = len(prefixes[r].ids) + used[r]
-                budgets[r] = min(budget(fmt, prefixes[r].problem, cfg), ctx - total)
-                if budgets[r] <= 0 or total >= ctx:
-                    slots[j], finished, truncated[r] = None, finished + 1, True
-                continue
-            generated[r].append(t)
-            done = False
-            if t == stop_id or t in eos_ids:
-                done = True
-            elif t == resample_id:
-                resamples[r] += 1
-                done = until_verdict or resamples[r] >= cfg.max_attempts
-            if not done and len(generated[r]) - used[r] >= budgets[r]:
-                done, truncated[r] = True, True
-            if done:
-                slots[j], finished = None, finished + 1
-        live -= finished
-        if progress and finished:
-            progress(finished)
-        if not live:
-            break
-        # drop finished rows from the cache; with `compact_at` > 0 only once they are that share of
-        # the batch (a compaction copies the whole cache: about the cost of a decoding step)
-        if finished and len(slots) - live > compact_at * len(slots):
-            keep = [j for j, r in enumerate(slots) if r is not None]
-            sel = torch.tensor(keep, device=device)
-            cache.batch_select_indices(sel)
-            if shared is not None:
-                shared.select(sel)
-            mask, next_pos = mask[sel], next_pos[sel]
-            tok = [tok[j] for j in keep]
-            slots = [slots[j] for j in keep]
-        mask = torch.cat([mask, torch.ones((len(slots), 1), dtype=mask.dtype, device=device)], dim=1)
-        inp = torch.tensor(tok, dtype=torch.long, device=device).unsqueeze(-1)
-        with attention_switched(model) if shared is not None else nullcontext():
+                t = int(tok[j])
+                if verdict is not None and t in (stop_id, resample_id):
+                    t, stream = verdict(r, list(prefixes[r].ids) + generated[r] + [t])
+                    tok[j] = t
+                    generated[r].append(t)
+                    if stream is None:
+                        slots[j], finished = None, finished + 1
+                        continue
+                    resamples[r] += t == resample_id
+                    rngs[r] = random.Random(f"ds-lens-rollout:{seed}:{stream}")
+                    used[r] = len(generated[r])
+                    total = len(prefixes[r].ids) + used[r]
+                    budgets[r] = min(budget(fmt, prefixes[r].problem, cfg), ctx - total)
+                    if budgets[r] <= 0 or total >= ctx:
+                        slots[j], finished, truncated[r] = None, finished + 1, True
+                    continue
+                generated[r].append(t)
+                done = False
+                if t == stop_id or t in eos_ids:
+                    done = True
+                elif t == resample_id:
+                    resamples[r] += 1
+                    done = until_verdict or resamples[r] >= cfg.max_attempts
+                if not done and len(generated[r]) - used[r] >= budgets[r]:
+                    done, truncated[r] = True, True
+                if done:
+                    slots[j], finished = None, finished + 1
+            live -= finished
+            if progress and finished:
+                progress(finished)
+            if not live:
+                break
+            # drop finished rows from the cache; with `compact_at` > 0 only once they are that share of
+            # the batch (a compaction copies the whole cache: about the cost of a decoding step)
+            if finished and len(slots) - live > compact_at * len(slots):
+                keep = [j for j, r in enumerate(slots) if r is not None]
+                sel = torch.tensor(keep, device=device)
+                cache.batch_select_indices(sel)
+                if shared is not None:
+                    shared.select(sel)
+                else:
+                    mask = mask[sel]
+                next_pos = next_pos[sel]
+                tok = [tok[j] for j in keep]
+                slots = [slots[j] for j in keep]
+            if shared is None:  # with a shared prefix its padding is in `shared` and there is no mask
+                mask = torch.cat([mask, torch.ones((len(slots), 1), dtype=mask.dtype, device=device)], dim=1)
+            inp = torch.tensor(tok, dtype=torch.long, device=device).unsqueeze(-1)
             outp = model(
                 input_ids=inp,
-                attention_mask=mask if shared is None else None,  # the prefix's padding is in `shared`
+                attention_mask=mask,
                 position_ids=next_pos.unsqueeze(-1),
                 use_cache=True,
                 **{_cache_arg(model): cache},
                 **extra,
             )
-        cache, logits = _cache_of(outp), outp.logits[:, -1]
-        next_pos = next_pos + 1
+            cache, logits = _cache_of(outp), outp.logits[:, -1]
+            next_pos = next_pos + 1
     episodes = []
     for r, p in enumerate(prefixes):
         episodes.append(

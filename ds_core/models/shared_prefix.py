@@ -69,7 +69,7 @@ def supports(model) -> bool:
 
 
 def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """query (rows, heads, q, d); key/value: the rows' own cache (rows, kv heads, suffix, d); the
+    """query (rows, heads, 1, d); key/value: the rows' own cache (rows, kv heads, suffix, d); the
     prefixes' cache comes in `ds_lens_prefix`. Without it: transformers' SDPA attention."""
     sp: SharedPrefix | None = kwargs.pop("ds_lens_prefix", None)
     if sp is None:
@@ -77,9 +77,11 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
     b, hq, q_len, d = query.shape
+    if q_len != 1:  # rollout's decoding steps; a prefill runs with the model's own attention
+        raise ValueError(f"shared-prefix attention decodes one token per row, got {q_len}")
     kp, vp = sp.keys[module.layer_idx], sp.values[module.layer_idx]
     g, hkv, lp, _ = kp.shape
-    rq = hq // hkv * q_len  # a kv head's query heads x query positions (grouped-query attention)
+    rq = hq // hkv  # the query heads of one kv head (grouped-query attention)
     scaling = d**-0.5 if scaling is None else scaling
     q = query.reshape(b, hkv, rq, d)
     # the prefix part: each prefix's rows side by side, one product per prefix and kv head
@@ -90,10 +92,6 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     s_p = s_p.masked_fill_(~sp.valid[:, None, None, :], float("-inf"))
     s_p = s_p.reshape(g, hkv, sp.width, rq, lp).permute(0, 2, 1, 3, 4)[sp.group, sp.slot]  # (rows, hkv, rq, lp)
     s_s = (q @ key.transpose(-1, -2)).mul_(scaling)  # (rows, hkv, rq, suffix)
-    if q_len > 1:  # causal within the new tokens (not used by decoding, kept for completeness)
-        ls = key.shape[-2]
-        causal = torch.ones(q_len, ls, dtype=torch.bool, device=query.device).tril(ls - q_len)
-        s_s = s_s.reshape(b, hkv, rq // q_len, q_len, ls).masked_fill(~causal, float("-inf")).reshape(b, hkv, rq, ls)
     m = torch.maximum(s_p.amax(-1, keepdim=True), s_s.amax(-1, keepdim=True))
     e_p, e_s = (s_p - m).exp_(), (s_s - m).exp_()
     den = e_p.sum(-1, keepdim=True) + e_s.sum(-1, keepdim=True)
