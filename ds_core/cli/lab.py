@@ -51,28 +51,31 @@ def lab_train_cmd(args) -> int:
     return 0
 
 
-def float_list(text: str, what: str, n: int) -> tuple[float, ...]:
+def float_list(text: str, what: str, n: int, sizes: str = "3x5..3x9") -> tuple[float, ...]:
     try:
         vals = tuple(float(x) for x in str(text).split(",") if x.strip())
     except ValueError:
         raise ValueError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
     if len(vals) != n or any(not v >= 0 for v in vals):
-        raise ValueError(f"{what} must be {n} non-negative numbers (one per size of 3x5..3x9), got {text!r}")
+        raise ValueError(f"{what} must be {n} non-negative numbers (one per size of {sizes}), got {text!r}")
     return vals
 
 
 def base_trial_cmd(args) -> int:
     """`train base-trial`: one candidate recipe for the lab's base, trained and evaluated; prints p_s per size."""
     from ds_core.training.lab import CONDITIONS, base_trial
-    from ds_core.training.recipes import LAB_OOD_WEIGHTS
+    from ds_core.training.recipes import LAB_ID_WEIGHTS, LAB_OOD_WEIGHTS
 
     base = CONDITIONS["base"].sft
     weights = float_list(args.ood_weights, "--ood-weights", 5) if args.ood_weights else LAB_OOD_WEIGHTS
+    id_weights = float_list(args.id_weights, "--id-weights", 2, "3x3, 3x4") if args.id_weights else None
     lr = base.lr if args.lr is None else args.lr
     steps = base.steps if args.steps is None else args.steps
     name = f"w{'_'.join(f'{w:g}' for w in weights)}_lr{lr:g}_{steps}"
+    if id_weights is not None and id_weights != LAB_ID_WEIGHTS:
+        name = f"id{'_'.join(f'{w:g}' for w in id_weights)}_{name}"
     out = Path(args.out) if args.out else REPO_ROOT / "data" / "base_trials" / name
-    p_s = base_trial(weights, lr, steps, out, smoke=args.smoke, threads=args.threads or 1)
+    p_s = base_trial(weights, lr, steps, out, smoke=args.smoke, threads=args.threads or 1, id_weights=id_weights)
     row = " ".join(f"{s} {100 * v:.0f}" for s, v in p_s.items())
     print(f"base trial {name} (seed 0): p_s % {row}; checkpoint, card, log and eval.json in {out}")
     return 0

@@ -140,6 +140,11 @@ def main(argv=None) -> int:
         default=None,
         help="base-trial: the weights of 3x5..3x9 against 4 for a <= 4-digit second operand (e.g. 0,0.05,0.3,1,4)",
     )
+    t.add_argument(
+        "--id-weights",
+        default=None,
+        help="base-trial: the weights of 3x3 and 3x4 (default 4,4, like every <= 4-digit second operand)",
+    )
     t.add_argument("--lr", type=float, default=None, help="base-trial: peak learning rate (default: the lab base's)")
     t.add_argument("--steps", type=int, default=None, help="base-trial: steps (default: the lab base's)")
     t.add_argument(

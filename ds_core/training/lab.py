@@ -1,11 +1,11 @@
 """The DS lab: training conditions that test the DS hypothesis causally, each with 3 seeds.
 
     python -m ds_core train lab [--only rl_no_kl,...] [--seeds 0,1,2] [--workers 2]
-    python -m ds_core train base-trial --ood-weights 0,0.05,0.3,1,4 --lr 1e-3 --steps 2000  # a base recipe
+    python -m ds_core train base-trial --ood-weights 0,0,0,0.5,4 --id-weights 4,1 --lr 1e-3 --steps 2200
 
 Every condition is a named stage trained from the lab's own base (one base, seed 0, recipe
-`lab_base`: some practice on 3x5..3x9 at low weight, so its out-of-distribution sampling is weak
-but alive) with the same data where the condition allows:
+`lab_base`: practice on 3x8/3x9 only, 3x4 at a quarter weight, 2200 steps, so its
+out-of-distribution sampling is weak but alive) with the same data where the condition allows:
 
 - `sft`, `sft_reflection`: SFT on correct traces / on reflection traces (ds_core.training.recipes);
 - `reflection_balanced`: the reflection traces, each trace's decision tokens weighted to carry as
@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ds_core.training.grpo import GRPOConfig
 from ds_core.training.lab_index import LAB_DIR, SEEDS
+from ds_core.training.recipes import LAB_ID_WEIGHTS, LAB_OOD_WEIGHTS
 from ds_core.training.sft import SFTConfig
 from ds_core.training.stages import smoke_grpo, smoke_sft
 
@@ -85,11 +86,13 @@ CONDITIONS: dict[str, Condition] = {
         Condition(
             "base",
             None,
-            "lab base: correct traces of 1-/2-digit x 1..9-digit and 3x1..3x4 problems, plus 3x5..3x9 at low weight",
+            "lab base: correct traces of 1-/2-digit x 1..9-digit and 3x1..3x4 problems (3x4 at a quarter weight),"
+            " plus 3x8/3x9 practice; 3x5..3x7 never practised",
             "lab_base",
             200_000,
-            SFTConfig(steps=4000, batch_size=32, lr=2e-3, warmup=100, eval_every=500, split_every=500, log_every=100),
+            SFTConfig(steps=2200, batch_size=32, lr=1e-3, warmup=100, eval_every=500, split_every=500, log_every=100),
             seeds=(0,),
+            recipe_options=(("ood_weights", LAB_OOD_WEIGHTS), ("id_weights", LAB_ID_WEIGHTS)),
         ),
         Condition(
             "sft", "base", "SFT on correct 3x3/3x4 traces (no reflection)", "sft", 20_000, replace(_SFT, steps=300)
@@ -275,22 +278,25 @@ def base_trial(
     smoke: bool = False,
     evaluate_n: int = 100,
     threads: int = 1,
+    id_weights: tuple[float, ...] | None = None,
 ) -> dict[str, float]:
     """One candidate recipe for the lab's base (RESULTS.md, "The base recipe: what was tried"):
-    the `base` condition with other 3x5..3x9 weights, peak learning rate and step count (warm-up,
-    then cosine over the steps), trained with seed 0 and evaluated like a lab run into `out`.
-    Returns p_s per size on the fixed test sets. Budgets are steps: a rerun gives the same numbers."""
+    the `base` condition with other 3x5..3x9 weights (and, given `id_weights`, other 3x3/3x4
+    weights), peak learning rate and step count (warm-up, then cosine over the steps), trained
+    with seed 0 and evaluated like a lab run into `out`. Returns p_s per size on the fixed test
+    sets. Budgets are steps: a rerun gives the same numbers."""
     import torch
 
     from ds_core.training.lab_stage import train_condition
 
     torch.set_num_threads(threads)
     base = CONDITIONS["base"]
-    c = replace(
-        base,
-        recipe_options=(("ood_weights", tuple(float(w) for w in ood_weights)),),
-        sft=replace(base.sft, lr=lr, steps=steps),
+    id_weights = LAB_ID_WEIGHTS if id_weights is None else id_weights
+    options = (
+        ("ood_weights", tuple(float(w) for w in ood_weights)),
+        ("id_weights", tuple(float(w) for w in id_weights)),
     )
+    c = replace(base, recipe_options=options, sft=replace(base.sft, lr=lr, steps=steps))
     c = smoke_condition(c) if smoke else c
     dest = train_condition(c, 0, Path(out), None, smoke=smoke, evaluate_n=evaluate_n)
     ev = json.loads((dest / "eval.json").read_text())

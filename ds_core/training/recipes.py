@@ -4,9 +4,11 @@
   1..9-digit numbers, 3-digit first operands only up to 3x4; sizes with a <= 4-digit second
   operand 4x as likely. A short budget leaves it imperfect in distribution, and 3x5..3x9 are new
   compositions of known steps, so its accuracy falls with size.
-- `lab_base`: the DS lab's base (ds_core.training.lab): `base`'s sizes plus 3x5..3x9 at low weight
-  (LAB_OOD_WEIGHTS, growing with the length, against 4 for a <= 4-digit second operand: 3.4 % of
-  the traces together), so its out-of-distribution sampling is weak but alive, like the paper's base.
+- `lab_base`: the DS lab's base (ds_core.training.lab): `base`'s sizes, 3x4 at a quarter of its
+  weight, plus practice on the two longest sizes only (3x8 at 0.5, 3x9 at 4: LAB_OOD_WEIGHTS, against
+  4 for a <= 4-digit second operand); 3x5..3x7 are never practised. Trained briefly (the lab's base
+  condition), its out-of-distribution sampling is weak but alive, like the paper's base (RESULTS.md,
+  "The base recipe: what was tried", recipe N1).
 - `sft`: SFT without reflection — one correct attempt then [STOP], on 3x3/3x4 only.
 - `reflection`: SFT with reflection — on 3x3/3x4, 0..2 wrong attempts, each followed by
   [RESAMPLE], then a correct attempt and [STOP]. Wrong attempts are injected corruptions
@@ -29,7 +31,9 @@ from ds_core.episodes.traces import wrong_attempt
 BASE_SIZES = tuple((a, b) for a in (1, 2) for b in range(1, 10)) + tuple((3, b) for b in range(1, 5))
 TRAIN_SIZES = ((3, 3), (3, 4))
 LAB_OOD_SIZES = tuple((3, b) for b in range(5, 10))
-LAB_OOD_WEIGHTS = (0.05, 0.2, 0.4, 0.6, 0.8)  # 3x5..3x9, against 4 for a <= 4-digit second operand
+LAB_OOD_WEIGHTS = (0.0, 0.0, 0.0, 0.5, 4.0)  # 3x5..3x9, against 4 for a <= 4-digit second operand
+LAB_ID_SIZES = ((3, 3), (3, 4))
+LAB_ID_WEIGHTS = (4.0, 1.0)  # 3x3, 3x4 (4, 4: like every other size with a <= 4-digit second operand)
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,23 @@ def base_examples(n: int, seed: int, fmt: DSFormat | None = None) -> list[Exampl
 
 
 def lab_base_examples(
-    n: int, seed: int, fmt: DSFormat | None = None, ood_weights: tuple[float, ...] = LAB_OOD_WEIGHTS
+    n: int,
+    seed: int,
+    fmt: DSFormat | None = None,
+    ood_weights: tuple[float, ...] = LAB_OOD_WEIGHTS,
+    id_weights: tuple[float, ...] = LAB_ID_WEIGHTS,
 ) -> list[Example]:
+    """`base`'s sizes plus 3x5..3x9 at `ood_weights`, with 3x3 and 3x4 at `id_weights` (4, 4 is
+    `base`'s own weighting)."""
     if len(ood_weights) != len(LAB_OOD_SIZES) or min(ood_weights) < 0:
         raise ValueError(f"ood_weights: one non-negative weight per size of {LAB_OOD_SIZES}")
+    if len(id_weights) != len(LAB_ID_SIZES) or min(id_weights) < 0:
+        raise ValueError(f"id_weights: one non-negative weight per size of {LAB_ID_SIZES}")
     fmt = fmt or DSFormat()
     rng = random.Random(f"base:{seed}")
     sizes = BASE_SIZES + LAB_OOD_SIZES
-    weights = [4.0 if b <= 4 else 1.0 for _, b in BASE_SIZES] + list(ood_weights)
+    own = dict(zip(LAB_ID_SIZES, id_weights))
+    weights = [own.get(s, 4.0 if s[1] <= 4 else 1.0) for s in BASE_SIZES] + list(ood_weights)
     out = []
     for _ in range(n):
         p = _draw(sizes, weights, rng)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from ds_core.models.sampling import SamplingConfig
 from ds_core.objectives.terms import balanced_weights, grpo_loss, sft_terms, token_logprobs, weighted_token_mean
 from ds_core.training import lab
 from ds_core.training.grpo import GRPOConfig, episode_batch, train_grpo
-from ds_core.training.recipes import LAB_OOD_SIZES, Example, lab_base_examples
+from ds_core.training.recipes import Example, lab_base_examples
 from ds_core.training.sft import SFTConfig, batch_codes, batch_loss, encode, make_batch, train_sft
 from ds_core.training.split import ROLE_CODE, role_codes, split_backward
 
@@ -170,11 +171,27 @@ def test_trainers_log_the_split_and_the_masked_surrogate_trains(tok):
     assert all("split_n_D" in r for r in log)
 
 
-def test_lab_base_recipe_has_a_little_ood_practice():
-    sizes = [e.problem.size for e in lab_base_examples(20_000, 0)]
-    ood = {f"{a}x{b}" for a, b in LAB_OOD_SIZES}
-    share = sum(s in ood for s in sizes) / len(sizes)
-    assert 0.01 < share < 0.05 and ood <= set(sizes)
+def test_lab_base_recipe_practises_only_the_two_longest_sizes():
+    """The lab's base (recipe N1): 3x8/3x9 practised (7.6 % of the traces together), 3x5..3x7 never."""
+    sizes = Counter(e.problem.size for e in lab_base_examples(20_000, 0))
+    assert not {"3x5", "3x6", "3x7"} & set(sizes) and sizes["3x8"] > 0
+    assert 0.06 < (sizes["3x8"] + sizes["3x9"]) / 20_000 < 0.09
+    assert lab.CONDITIONS["base"].recipe_options == (("ood_weights", (0, 0, 0, 0.5, 4)), ("id_weights", (4, 1)))
+
+
+def test_lab_base_in_distribution_weights_move_only_3x3_and_3x4():
+    """`id_weights` change the shares of 3x3/3x4 by the ratio asked for (the default is the lab's
+    4, 1), and a bad weight is refused."""
+    default = lab_base_examples(3000, 0)
+    assert [e.text for e in lab_base_examples(3000, 0, id_weights=(4.0, 1.0))] == [e.text for e in default]
+    n = 40_000
+    sizes = Counter(e.problem.size for e in lab_base_examples(n, 0, ood_weights=(0, 0, 0, 0.5, 4), id_weights=(2, 0.5)))
+    # 1-/2-digit x 1..4-digit at 4, x 5..9-digit at 1; 3x1, 3x2 at 4; 3x3, 3x4 at 2, 0.5; 3x8, 3x9 at 0.5, 4
+    total = 2 * (4 * 4 + 5 * 1) + 2 * 4 + 2 + 0.5 + 0.5 + 4
+    for size, w in (("3x3", 2), ("3x4", 0.5), ("3x2", 4), ("3x9", 4), ("3x5", 0)):
+        assert abs(sizes[size] / n - w / total) < 4 * (w / total / n) ** 0.5 + 1e-9, size
+    with pytest.raises(ValueError, match="id_weights"):
+        lab_base_examples(10, 0, id_weights=(1.0,))
 
 
 def test_lab_plan_is_consistent():
@@ -235,9 +252,10 @@ def test_base_trial_trains_the_recipe_it_is_given_and_refuses_bad_ones(tmp_path,
 
     out = tmp_path / "trial"
     argv = ["train", "base-trial", "--ood-weights", "0,0.05,0.3,1,4", "--lr", "1e-3", "--steps", "2000"]
-    assert main([*argv, "--smoke", "--out", str(out), "--quiet"]) == 0
+    assert main([*argv, "--id-weights", "4,1", "--smoke", "--out", str(out), "--quiet"]) == 0
     card = load_checkpoint(out).card
     assert card.data_recipe["options"]["ood_weights"] == [0.0, 0.05, 0.3, 1.0, 4.0]
+    assert card.data_recipe["options"]["id_weights"] == [4.0, 1.0]
     assert card.training["lr"] == 1e-3 and card.condition == "base"
     ev = json.loads((out / "eval.json").read_text())
     printed = capsys.readouterr().out
@@ -245,5 +263,7 @@ def test_base_trial_trains_the_recipe_it_is_given_and_refuses_bad_ones(tmp_path,
     for bad in ("1,2,3", "0,0,0,-1,1", "a,b,c,d,e"):
         assert main([*argv[:2], "--ood-weights", bad, "--smoke", "--out", str(tmp_path / "bad")]) == 2
         assert "--ood-weights" in capsys.readouterr().err
+    assert main([*argv, "--id-weights", "4", "--smoke", "--out", str(tmp_path / "bad")]) == 2
+    assert "--id-weights" in capsys.readouterr().err
     assert main([*argv[:2], "--lr", "0", "--smoke", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
