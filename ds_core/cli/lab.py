@@ -68,12 +68,10 @@ def base_trial_cmd(args) -> int:
 
     base = CONDITIONS["base"].sft
     weights = float_list(args.ood_weights, "--ood-weights", 5) if args.ood_weights else LAB_OOD_WEIGHTS
-    id_weights = float_list(args.id_weights, "--id-weights", 2, "3x3, 3x4") if args.id_weights else None
+    id_weights = float_list(args.id_weights, "--id-weights", 2, "3x3, 3x4") if args.id_weights else LAB_ID_WEIGHTS
     lr = base.lr if args.lr is None else args.lr
     steps = base.steps if args.steps is None else args.steps
-    name = f"w{'_'.join(f'{w:g}' for w in weights)}_lr{lr:g}_{steps}"
-    if id_weights is not None and id_weights != LAB_ID_WEIGHTS:
-        name = f"id{'_'.join(f'{w:g}' for w in id_weights)}_{name}"
+    name = f"id{'_'.join(f'{w:g}' for w in id_weights)}_w{'_'.join(f'{w:g}' for w in weights)}_lr{lr:g}_{steps}"
     out = Path(args.out) if args.out else REPO_ROOT / "data" / "base_trials" / name
     p_s = base_trial(weights, lr, steps, out, smoke=args.smoke, threads=args.threads or 1, id_weights=id_weights)
     row = " ".join(f"{s} {100 * v:.0f}" for s, v in p_s.items())

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     t.add_argument(
         "--id-weights",
         default=None,
-        help="base-trial: the weights of 3x3 and 3x4 (default 4,4, like every <= 4-digit second operand)",
+        help="base-trial: the weights of 3x3 and 3x4 (default: the lab base's 4,1; 4,4 weighs them like 3x1/3x2)",
     )
     t.add_argument("--lr", type=float, default=None, help="base-trial: peak learning rate (default: the lab base's)")
     t.add_argument("--steps", type=int, default=None, help="base-trial: steps (default: the lab base's)")

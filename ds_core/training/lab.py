@@ -278,20 +278,19 @@ def base_trial(
     smoke: bool = False,
     evaluate_n: int = 100,
     threads: int = 1,
-    id_weights: tuple[float, ...] | None = None,
+    id_weights: tuple[float, ...] = LAB_ID_WEIGHTS,
 ) -> dict[str, float]:
     """One candidate recipe for the lab's base (RESULTS.md, "The base recipe: what was tried"):
-    the `base` condition with other 3x5..3x9 weights (and, given `id_weights`, other 3x3/3x4
-    weights), peak learning rate and step count (warm-up, then cosine over the steps), trained
-    with seed 0 and evaluated like a lab run into `out`. Returns p_s per size on the fixed test
-    sets. Budgets are steps: a rerun gives the same numbers."""
+    the `base` condition with other 3x5..3x9 and 3x3/3x4 weights, peak learning rate and step
+    count (warm-up, then cosine over the steps), trained with seed 0 and evaluated like a lab run
+    into `out`. Returns p_s per size on the fixed test sets. Budgets are steps: a rerun gives the
+    same numbers."""
     import torch
 
     from ds_core.training.lab_stage import train_condition
 
     torch.set_num_threads(threads)
     base = CONDITIONS["base"]
-    id_weights = LAB_ID_WEIGHTS if id_weights is None else id_weights
     options = (
         ("ood_weights", tuple(float(w) for w in ood_weights)),
         ("id_weights", tuple(float(w) for w in id_weights)),
